@@ -1,0 +1,14 @@
+"""The one registry of server variants: name -> class.
+
+Adding a design means adding one module and one line here; the command line
+(``python -m server``) and the harness both read this dict.
+"""
+
+from __future__ import annotations
+
+from server.base import BaseServer
+from server.threaded import ThreadedServer
+
+VARIANTS: dict[str, type[BaseServer]] = {
+    ThreadedServer.name: ThreadedServer,
+}
