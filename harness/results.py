@@ -1,0 +1,297 @@
+"""The result model: immutable cells and a run manifest, in a versioned JSON format.
+
+In the manner of pyperf: the data model knows nothing of how it is shown
+(``reports/`` renders it), every file carries ``schema_version``, and a result
+file is written once and never overwritten, so a crash mid-sweep loses nothing
+that was finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+CELL_KIND = "swarmbench.cell"
+RUN_KIND = "swarmbench.run"
+MANIFEST_NAME = "run.json"
+
+#: Percentile keys of a latency summary, in order, with their labels.
+PERCENTILES: tuple[tuple[str, str], ...] = (
+    ("p50_us", "p50"),
+    ("p90_us", "p90"),
+    ("p95_us", "p95"),
+    ("p99_us", "p99"),
+    ("p999_us", "p99.9"),
+    ("p9999_us", "p99.99"),
+)
+
+#: Cell outcomes. "ok": ran its full window; "failed": the cell could not run
+#: or the generator failed; "server-died": the server was gone at the end;
+#: "interrupted": stopped by the user.
+STATUSES = ("ok", "failed", "server-died", "interrupted")
+
+
+class ResultError(ValueError):
+    """A result file that cannot be read; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Microsecond percentiles of one request name over the steady window."""
+
+    count: int = 0
+    min_us: float = 0.0
+    max_us: float = 0.0
+    mean_us: float = 0.0
+    p50_us: float = 0.0
+    p90_us: float = 0.0
+    p95_us: float = 0.0
+    p99_us: float = 0.0
+    p999_us: float = 0.0
+    p9999_us: float = 0.0
+    out_of_range: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """What the sampler saw of the server over the steady window."""
+
+    pid: int | None = None
+    threads_mean: float = 0.0
+    threads_max: int = 0
+    cpu_percent_mean: float = 0.0
+    cpu_percent_max: float = 0.0
+    rss_bytes_max: int = 0
+    fds_max: int = 0
+    connections_mean: float = 0.0
+    connections_max: int = 0
+    samples: int = 0
+    died: bool = False
+    exit_code: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServerStats:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorStats:
+    """The load generator's own health: its figures mean nothing when saturated."""
+
+    cpu_percent_max: float = 0.0
+    saturated: bool = False
+    processes: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GeneratorStats:
+        return cls(
+            cpu_percent_max=float(data.get("cpu_percent_max", 0.0)),
+            saturated=bool(data.get("saturated", False)),
+            processes=tuple(data.get("processes", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TimePoint:
+    """One second of a cell: what the generator and the sampler saw."""
+
+    t: float  # seconds since the cell's start
+    messages_per_s: float = 0.0
+    p99_us: float | None = None
+    threads: int | None = None
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    connections: int | None = None
+    failures: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TimePoint:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    """One variant at one concurrency: everything the report needs, nothing Locust-shaped."""
+
+    variant: str
+    users: int
+    scenario: str
+    status: str
+    started_at: float
+    ended_at: float
+    warmup_s: float
+    duration_s: float
+    throughput: float = 0.0  # messages/s over the steady window
+    messages: int = 0
+    rate: float | None = None  # asked-for messages/s (open loop), None for closed loop
+    workers: int = 0
+    latency: dict[str, Latency] = field(default_factory=dict)
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count
+    server: ServerStats = field(default_factory=ServerStats)
+    kernel: dict[str, int] = field(default_factory=dict)
+    generator: GeneratorStats = field(default_factory=GeneratorStats)
+    timeline: tuple[TimePoint, ...] = ()
+    commands: tuple[tuple[str, ...], ...] = ()
+    files: dict[str, str] = field(default_factory=dict)  # role -> file name beside the cell
+    error: str | None = None
+    run_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.variant, self.users
+
+    @property
+    def errors(self) -> int:
+        """Every failure of every request name in the steady window."""
+        return sum(sum(by_class.values()) for by_class in self.failures.values())
+
+    @property
+    def file_stem(self) -> str:
+        return f"cell-{self.variant}-u{self.users:05d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"schema_version": SCHEMA_VERSION, "kind": CELL_KIND, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
+        check_header(data, CELL_KIND)
+        try:
+            return cls(
+                variant=str(data["variant"]),
+                users=int(data["users"]),
+                scenario=str(data["scenario"]),
+                status=str(data["status"]),
+                started_at=float(data["started_at"]),
+                ended_at=float(data["ended_at"]),
+                warmup_s=float(data["warmup_s"]),
+                duration_s=float(data["duration_s"]),
+                throughput=float(data.get("throughput", 0.0)),
+                messages=int(data.get("messages", 0)),
+                rate=data.get("rate"),
+                workers=int(data.get("workers", 0)),
+                latency={k: Latency.from_dict(v) for k, v in data.get("latency", {}).items()},
+                failures={k: dict(v) for k, v in data.get("failures", {}).items()},
+                server=ServerStats.from_dict(data.get("server", {})),
+                kernel=dict(data.get("kernel", {})),
+                generator=GeneratorStats.from_dict(data.get("generator", {})),
+                timeline=tuple(TimePoint.from_dict(p) for p in data.get("timeline", ())),
+                commands=tuple(tuple(c) for c in data.get("commands", ())),
+                files=dict(data.get("files", {})),
+                error=data.get("error"),
+                run_id=str(data.get("run_id", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultError(f"malformed cell result: {exc.__class__.__name__}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RunManifest:
+    """What was asked, on what machine and software, and when."""
+
+    run_id: str
+    started_at: float
+    argv: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    planned: tuple[tuple[str, int], ...] = ()
+    ended_at: float | None = None
+    outcome: str = "running"  # running, complete, interrupted, failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "kind": RUN_KIND, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunManifest:
+        check_header(data, RUN_KIND)
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["argv"] = tuple(values.get("argv", ()))
+        values["planned"] = tuple((str(v), int(u)) for v, u in values.get("planned", ()))
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ResultError(f"malformed run manifest: {exc}") from None
+
+
+def check_header(data: Mapping[str, Any], kind: str) -> None:
+    if not isinstance(data, Mapping):
+        raise ResultError("not a JSON object")
+    if data.get("kind") != kind:
+        raise ResultError(f"not a {kind} file (kind={data.get('kind')!r})")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultError(f"schema_version {version!r} is not supported (this Swarmbench reads {SCHEMA_VERSION})")
+
+
+def write_new(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write JSON to a file that must not exist yet (results are never overwritten).
+
+    Written to a temporary name and linked into place, so a reader never sees a
+    half-written file and an existing file is never replaced.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise ResultError(f"{path} exists already: result files are never overwritten") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def replace_manifest(directory: Path, manifest: RunManifest) -> Path:
+    """The manifest alone is updated in place (its end time); atomically."""
+    path = directory / MANIFEST_NAME
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_cell(directory: Path, cell: CellResult) -> Path:
+    return write_new(directory / f"{cell.file_stem}.json", cell.to_dict())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def load_run(directory: Path) -> tuple[RunManifest | None, list[CellResult]]:
+    """Read a results folder: its manifest (if any) and every cell, in sweep order."""
+    if not directory.is_dir():
+        raise ResultError(f"{directory} is not a results folder")
+    manifest = None
+    manifest_path = directory / MANIFEST_NAME
+    if manifest_path.exists():
+        manifest = RunManifest.from_dict(read_json(manifest_path))
+    cells = []
+    for path in sorted(directory.glob("cell-*.json")):
+        try:
+            cells.append(CellResult.from_dict(read_json(path)))
+        except ResultError as exc:
+            raise ResultError(f"{path.name}: {exc}") from None
+    if manifest is None and not cells:
+        raise ResultError(f"{directory} holds no Swarmbench results (no {MANIFEST_NAME}, no cell-*.json)")
+    cells.sort(key=lambda c: (c.started_at, c.variant, c.users))
+    return manifest, cells
