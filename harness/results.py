@@ -138,7 +138,8 @@ class CellResult:
     rate: float | None = None  # asked-for messages/s (open loop), None for closed loop
     workers: int = 0
     latency: dict[str, Latency] = field(default_factory=dict)
-    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count, steady window
+    failures_total: dict[str, dict[str, int]] = field(default_factory=dict)  # the whole cell, warm-up included
     server: ServerStats = field(default_factory=ServerStats)
     kernel: dict[str, int] = field(default_factory=dict)
     generator: GeneratorStats = field(default_factory=GeneratorStats)
@@ -156,6 +157,11 @@ class CellResult:
     def errors(self) -> int:
         """Every failure of every request name in the steady window."""
         return sum(sum(by_class.values()) for by_class in self.failures.values())
+
+    @property
+    def total_errors(self) -> int:
+        """Every failure of the whole cell, warm-up included (what ``errors==0`` means)."""
+        return sum(sum(by_class.values()) for by_class in self.failures_total.values())
 
     @property
     def file_stem(self) -> str:
@@ -184,6 +190,7 @@ class CellResult:
                 workers=int(data.get("workers", 0)),
                 latency={k: Latency.from_dict(v) for k, v in data.get("latency", {}).items()},
                 failures={k: dict(v) for k, v in data.get("failures", {}).items()},
+                failures_total={k: dict(v) for k, v in data.get("failures_total", {}).items()},
                 server=ServerStats.from_dict(data.get("server", {})),
                 kernel=dict(data.get("kernel", {})),
                 generator=GeneratorStats.from_dict(data.get("generator", {})),

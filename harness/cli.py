@@ -1,0 +1,225 @@
+"""``swarmbench``: sweep server designs across concurrency, report, compare, check.
+
+Exit codes: 0 all well, 1 a ``--check`` broke (or the sweep could not run a
+cell), 2 bad usage, 130 interrupted (finished cells are kept and reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.addresses import AddressError, parse_target
+from harness.checks import Check, CheckError, cell_metrics, evaluate, parse_check
+from harness.progress import make_progress
+from harness.results import ResultError, load_run
+from harness.sweep import SweepConfig, resolve_scenario, run_sweep
+from server.variants import VARIANTS
+
+DEFAULT_OUT = Path("swarmbench-results")
+#: `swarmbench run`: the README's main job, about two minutes on two cores.
+RUN_DEFAULTS = {
+    "variants": "threaded,pool,selectors,asyncio,prefork",
+    "users": "10,100,500",
+    "duration": "5s",
+    "warmup": "2s",
+}
+
+
+class UsageError(Exception):
+    """Bad arguments: one line, exit 2."""
+
+
+def duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 20s, 1m, 500ms)")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return value
+
+
+def user_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of user counts: {text!r} (e.g. 1,10,100)") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"user counts must be whole numbers of at least 1: {text!r}")
+    return counts
+
+
+def variant_names(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown variant {', '.join(unknown) or text!r}: choose from {', '.join(sorted(VARIANTS))}")
+    return names
+
+
+def check_expr(text: str) -> Check:
+    try:
+        return parse_check(text)
+    except CheckError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
+    p.add_argument("--variants", type=variant_names, default=variant_names(defaults.get("variants", "threaded")), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))}")
+    p.add_argument("--users", type=user_counts, default=user_counts(defaults.get("users", "1,10,100")), help="concurrency levels (default %(default)s)")
+    p.add_argument("--duration", type=duration, default=duration(defaults.get("duration", "20s")), help="steady window of each cell (default %(default)ss)")
+    p.add_argument("--warmup", type=duration, default=duration(defaults.get("warmup", "5s")), help="dropped from each cell's figures (default %(default)ss)")
+    p.add_argument("--scenario", default="chat", help="scenario file or shipped name (default %(default)s)")
+    p.add_argument("--rate", type=float, default=None, help="open loop: messages/s over all users (default: closed loop)")
+    p.add_argument("--workers", type=int, default=0, help="Locust worker processes (--processes); 0: one process")
+    p.add_argument("--backlog", type=int, default=6, help="listen() backlog for started servers (default 6, the tutorial's)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra argument for every started server (repeatable)")
+    p.add_argument("--locust-arg", action="append", default=[], metavar="ARG", help="extra argument for Locust (repeatable), e.g. --locust-arg=--think-time=1")
+    p.add_argument("--target", default=None, metavar="HOST:PORT", help="sweep a server you run (loopback only) instead of starting variants")
+    p.add_argument("--pid", type=int, default=None, help="with --target: the server's PID, to sample it")
+    p.add_argument("--out", type=Path, default=None, help=f"results folder (default {DEFAULT_OUT}/RUN-ID); must be new")
+    p.add_argument("--slo-ms", type=float, default=10.0, help="message p99 target for the report's findings (default %(default)s)")
+    p.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="e.g. 'message.p99<5ms', 'errors==0', 'throughput>=10000'; exit 1 if broken")
+    p.add_argument("--quiet", action="store_true", help="one line per cell, no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarmbench", description="Load-test concurrent TCP servers with Locust.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="the main job: a short sweep of every variant, then the report")
+    add_sweep_options(run, RUN_DEFAULTS)
+    sweep = sub.add_parser("sweep", help="sweep variants x concurrency and write results + report")
+    add_sweep_options(sweep, {})
+    report = sub.add_parser("report", help="build the HTML report of a results folder")
+    report.add_argument("results", type=Path)
+    report.add_argument("--slo-ms", type=float, default=10.0)
+    report.add_argument("--out", type=Path, default=None, help="report file (default RESULTS/report.html)")
+    compare = sub.add_parser("compare", help="compare two results folders cell by cell (B against A)")
+    compare.add_argument("before", type=Path)
+    compare.add_argument("after", type=Path)
+    compare.add_argument("--threshold", type=float, default=0.10, help="flag changes worse than this fraction (default %(default)s)")
+    compare.add_argument("--out", type=Path, default=None, help="comparison report (default AFTER/compare.html)")
+    compare.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="on the after run's cells, or ratio.METRIC (after/before)")
+    return parser
+
+
+def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
+    try:
+        scenario = resolve_scenario(args.scenario)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.duration < 1:
+        raise UsageError("--duration must be at least 1s")
+    if args.workers < 0 or args.backlog < 1:
+        raise UsageError("--workers must be 0 or more and --backlog at least 1")
+    if args.rate is not None and args.rate <= 0:
+        raise UsageError("--rate must be more than 0")
+    target = None
+    variants = args.variants
+    if args.target is not None:
+        try:
+            target = parse_target(args.target)
+        except AddressError as exc:
+            raise UsageError(str(exc)) from None
+        probe(target)
+        variants = ("target",)
+    elif args.pid is not None:
+        raise UsageError("--pid goes with --target")
+    out = args.out or DEFAULT_OUT / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty: results are never overwritten; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return SweepConfig(
+        out=out, variants=variants, users=args.users, duration_s=args.duration, warmup_s=args.warmup,
+        scenario=scenario, rate=args.rate, workers=args.workers, backlog=args.backlog,
+        server_args=tuple(args.server_arg), locust_args=tuple(args.locust_arg), target=target,
+        target_pid=args.pid, argv=tuple(argv),
+    )  # fmt: skip
+
+
+def probe(target: tuple[str, int]) -> None:
+    """A target that refuses connections is found within 2 s, before any cell starts."""
+    try:
+        socket.create_connection(target, timeout=2.0).close()
+    except OSError as exc:
+        raise UsageError(f"target {target[0]}:{target[1]} does not accept connections: {exc.strerror or exc}") from None
+
+
+def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from reports import build_report  # matplotlib loads only when a report is made
+
+    cfg = sweep_config(args, argv)
+    with make_progress(cfg, quiet=args.quiet) as progress:
+        outcome = run_sweep(cfg, progress)
+    report = build_report(cfg.out, slo_ms=args.slo_ms)
+    print(f"results: {cfg.out}")
+    print(f"report:  {report}")
+    if outcome.interrupted:
+        print("interrupted: the finished cells are kept and reported", file=sys.stderr)
+        return 130
+    broken = evaluate(args.check, [(f"{c.variant} u={c.users}", cell_metrics(c)) for c in outcome.cells])
+    failed = [c for c in outcome.cells if c.status == "failed"]
+    for line in broken:
+        print(line, file=sys.stderr)
+    for cell in failed:
+        print(f"cell {cell.variant} u={cell.users} failed: {cell.error}", file=sys.stderr)
+    return 1 if broken or failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import build_report
+
+    report = build_report(args.results, out=args.out, slo_ms=args.slo_ms)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports import build_comparison_report, compare_runs, render_comparison_text
+
+    comparison = compare_runs(args.before, args.after, threshold=args.threshold)
+    print(render_comparison_text(comparison))
+    out = build_comparison_report(comparison, args.out or args.after / "compare.html")
+    print(f"report: {out}")
+    _, after_cells = load_run(args.after)
+    ratios = comparison_ratios(comparison)
+    rows = [(f"{c.variant} u={c.users}", {**cell_metrics(c), **ratios.get(c.key, {})}) for c in after_cells]
+    broken = evaluate(args.check, rows)
+    for line in broken:
+        print(line, file=sys.stderr)
+    return 1 if broken else 0
+
+
+def comparison_ratios(comparison: object) -> dict[tuple[str, int], dict[str, float]]:
+    """``ratio.METRIC`` (after/before) for every paired cell, for --check."""
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for row in getattr(comparison, "rows", ()):
+        key = (row.variant, row.users)
+        out[key] = {f"ratio.{name}": value for name, value in row.ratios.items() if value is not None}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in ("run", "sweep"):
+            return cmd_sweep(args, argv)
+        if args.command == "report":
+            return cmd_report(args)
+        return cmd_compare(args)
+    except (UsageError, ResultError) as exc:
+        print(f"swarmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("swarmbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Run one cell's load through Locust's own command line, in its own process group.
+
+The harness never drives Locust from the inside: it runs ``locust -f SCENARIO
+--headless ...`` exactly as a user would, so a scenario file behaves the same
+in a sweep and on its own. The run always ends on time: past its deadline the
+process group is stopped, then killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: A row of Locust's periodic console table for the request name "message".
+MESSAGE_ROW_RE = re.compile(r"^\S+\s+message\s+(\d+)\s.*\|\s*([\d.]+)\s+([\d.]+)\s*$", re.MULTILINE)
+#: Seconds Locust gets after its -t to send quits, merge and write its files.
+GRACE_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocustJob:
+    scenario: Path
+    host_url: str
+    users: int
+    spawn_rate: float
+    run_time_s: float
+    hdr_file: Path
+    log_file: Path
+    json_file: Path
+    workers: int = 0
+    rate: float | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        argv = [
+            sys.executable, "-m", "locust", "-f", str(self.scenario),
+            "--headless", "--host", self.host_url,
+            "-u", str(self.users), "-r", f"{self.spawn_rate:g}",
+            "-t", f"{max(1, round(self.run_time_s))}s",
+            "--hdr-file", str(self.hdr_file),
+            "--json-file", str(self.json_file.with_suffix("")),
+            "--stop-timeout", "5",
+            "--loglevel", "WARNING",
+        ]  # fmt: skip
+        if self.workers:
+            argv += ["--processes", str(self.workers)]
+        if self.rate:
+            argv += ["--rate", f"{self.rate:g}"]
+        return argv + list(self.extra_args)
+
+
+@dataclass(frozen=True, slots=True)
+class LocustOutcome:
+    argv: tuple[str, ...]
+    exit_code: int | None
+    timed_out: bool
+    interrupted: bool
+    started_at: float
+    ended_at: float
+
+    def error(self, log_file: Path) -> str | None:
+        """A one-line reason when Locust did not finish as it should (exit 1 means 'there were failures')."""
+        if self.interrupted:
+            return "interrupted"
+        if self.timed_out:
+            return f"Locust did not stop within {GRACE_S:.0f} s of its run time and was killed"
+        if self.exit_code in (0, 1):
+            return None
+        return f"Locust exited with code {self.exit_code}: {last_error_line(log_file)}"
+
+
+def last_error_line(log_file: Path) -> str:
+    try:
+        lines = log_file.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line.strip()[:300]
+    return lines[-1].strip()[:300] if lines else "no output"
+
+
+def run_locust(
+    job: LocustJob,
+    on_tick: Callable[[float | None], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> LocustOutcome:
+    """Run Locust to the end (or its deadline); ``on_tick(messages_per_s)`` twice a second.
+
+    A KeyboardInterrupt stops Locust (SIGTERM: it still writes its files) and is
+    re-raised once Locust has gone.
+    """
+    argv = job.argv()
+    started = time.time()
+    deadline = time.monotonic() + job.run_time_s + GRACE_S
+    job.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log_file, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160", **(env or {})},
+        )
+    timed_out = False
+    try:
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                timed_out = True
+                stop_group(proc)
+                break
+            if on_tick is not None:
+                on_tick(live_rate(job.log_file))
+            try:
+                proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+    except KeyboardInterrupt:
+        stop_group(proc)
+        raise
+    return LocustOutcome(tuple(argv), proc.returncode, timed_out, False, started, time.time())
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group (Locust writes its files), SIGKILL after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def live_rate(log_file: Path, tail_bytes: int = 16384) -> float | None:
+    """The current messages/s from the last console table Locust printed."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail_bytes))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    rows = MESSAGE_ROW_RE.findall(text)
+    return float(rows[-1][1]) if rows else None
+
+
+def spawn_rate(users: int, warmup_s: float) -> float:
+    """Spawn every user within the first half of the warm-up (at once when there is none)."""
+    if warmup_s <= 0:
+        return float(users)
+    return max(1.0, users / max(warmup_s / 2.0, 0.5))
+
+
+def locust_args_ok(extra: Sequence[str]) -> None:
+    """Refuse extra Locust arguments that would fight the harness's own."""
+    owned = {"-u", "--users", "-r", "--spawn-rate", "-t", "--run-time", "--host", "-H", "--hdr-file", "--headless", "--processes"}
+    for arg in extra:
+        if arg.split("=", 1)[0] in owned:
+            raise ValueError(f"--locust-arg {arg}: the sweep sets this itself")

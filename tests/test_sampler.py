@@ -1,0 +1,317 @@
+"""The server sampler and the kernel's TCP counters, against real processes and sockets."""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.kernel import WATCHED, ConnectionCounter, counter_deltas, parse_counter_table, read_tcp_counters
+from harness.sampler import Sample, Sampler, main, summarize
+from harness.servers import RunningServer
+from server.variants import VARIANTS
+
+pytestmark = pytest.mark.timeout(60)
+
+CLIENTS = 100
+StartServer = Callable[..., RunningServer]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def clients(server: RunningServer, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections, each past one message and its ``-``: accepted and served."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(server.address, timeout=10)
+            socks.append(sock)
+            sock.sendall(b"hello")
+            assert sock.recv(1) == b"-"
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def last(sampler: Sampler) -> Sample:
+    """The newest sample (waits, bounded, for the first one)."""
+    wait_until(lambda: bool(sampler.samples()), 5, "a first sample")
+    return sampler.samples()[-1]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+# -- the process tree: threads, fds, RSS, connections ---------------------------------
+def test_threaded_threads_rise_with_connections_and_fall_after(start: StartServer) -> None:
+    server = start("threaded")
+    with Sampler(server.pid, server.port, interval=0.1) as sampler:
+        base = last(sampler)
+        assert base.alive and base.connections == 0
+        with clients(server, CLIENTS):
+            wait_until(lambda: last(sampler).threads >= base.threads + CLIENTS, 10, "a thread per client")
+            wait_until(lambda: last(sampler).connections == CLIENTS, 10, f"{CLIENTS} connections")
+            peak = last(sampler)
+        wait_until(lambda: last(sampler).threads <= base.threads + 2, 10, "the client threads to end")
+        wait_until(lambda: last(sampler).connections == 0, 10, "no connections left")
+    samples = sampler.stop()
+    assert all(s.alive for s in samples)
+    assert peak.fds >= base.fds + CLIENTS
+    summary = summarize(samples)
+    assert summary["threads_max"] >= base.threads + CLIENTS
+    assert summary["connections_max"] == CLIENTS
+    assert summary["died"] is False and summary["samples"] == len(samples)
+
+
+@pytest.mark.parametrize("variant", ["selectors", "asyncio"])
+def test_event_loop_variants_keep_threads_flat(start: StartServer, variant: str) -> None:
+    if variant not in VARIANTS:
+        pytest.skip(f"variant {variant!r} is not registered in server/variants.py yet")
+    server = start(variant)
+    with Sampler(server.pid, server.port, interval=0.1) as sampler:
+        base = last(sampler)
+        with clients(server, CLIENTS):
+            wait_until(lambda: last(sampler).connections == CLIENTS, 10, f"{CLIENTS} connections")
+            busy = sampler.samples()
+    during = [s.threads for s in busy if s.t >= base.t]
+    assert max(during) <= base.threads + 2, f"{variant}: threads went from {base.threads} to {max(during)}"
+
+
+def test_prefork_tree_is_summed(start: StartServer) -> None:
+    if "prefork" not in VARIANTS:
+        pytest.skip("variant 'prefork' is not registered in server/variants.py yet")
+    server = start("prefork", extra_args=["--processes", "2"])
+    root = psutil.Process(server.pid)
+    wait_until(lambda: len(root.children(recursive=True)) == 2, 10, "2 workers")
+    tree = [root, *root.children(recursive=True)]
+    with clients(server, 20), Sampler(server.pid, server.port, interval=0.1) as sampler:
+        wait_until(lambda: last(sampler).connections == 20, 10, "20 connections over the workers")
+        wait_until(
+            lambda: last(sampler).threads == sum(p.num_threads() for p in tree)
+            and last(sampler).fds == sum(p.num_fds() for p in tree),
+            10,
+            "threads and fds summed over parent and workers",
+        )
+        assert last(sampler).fds > root.num_fds()
+
+
+def test_readings_match_proc(start: StartServer) -> None:
+    server = start("threaded")
+    with clients(server, 20):
+        sampler = Sampler(server.pid, server.port)
+        wait_until(lambda: sampler.read().connections == 20, 10, "20 connections")
+        sample = sampler.read()
+        status = proc_status(server.pid)
+        fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+        assert sample.threads == int(status["Threads"])
+        assert sample.fds == fds
+        vm_rss = int(status["VmRSS"].split()[0]) * 1024
+        assert abs(sample.rss_bytes - vm_rss) <= max(vm_rss // 20, 1 << 20)
+        # The same count three ways: netlink (the default), /proc/PID/net/tcp, psutil.
+        counter = ConnectionCounter(server.pid, server.port)
+        assert counter.use_netlink
+        assert counter.count() == 20
+        counter.use_netlink = False
+        assert counter.count() == 20
+        by_psutil = [
+            c
+            for c in psutil.Process(server.pid).net_connections("tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port
+        ]
+        assert len(by_psutil) == 20
+    with pytest.raises(RuntimeError):  # read() refuses to race a running sampler
+        with sampler:
+            sampler.read()
+
+
+# A parent whose child burns a known amount of CPU on cue: tree sums and CPU deltas.
+CHILD = """
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+end = time.process_time() + 0.4
+while time.process_time() < end:
+    pass
+print("done", flush=True)
+time.sleep(60)
+"""
+PARENT = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]])"
+
+
+def readline(stream: object, timeout: float) -> str:
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+        if not sel.select(timeout):
+            pytest.fail(f"no line within {timeout:.0f} s")
+    return stream.readline()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_tree_sums_and_cpu_over_wall_time() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, CHILD],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert readline(parent.stdout, 20) == "ready\n"
+        tree = [psutil.Process(parent.pid), *psutil.Process(parent.pid).children(recursive=True)]
+        assert len(tree) == 2
+
+        def cpu_total() -> float:
+            return sum(t.user + t.system for t in (p.cpu_times() for p in tree))
+
+        before = cpu_total()
+        started = time.time()
+        sampler = Sampler(parent.pid, interval=0.1).start()
+        assert parent.stdin is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert readline(parent.stdout, 30) == "done\n"
+        time.sleep(0.3)
+        samples = sampler.stop()
+        used = cpu_total() - before
+        threads = sum(p.num_threads() for p in tree)
+        rss = sum(p.memory_info().rss for p in tree)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+    assert used >= 0.35
+    # cpu_percent is a rate over each interval: integrated, it gives back the CPU seconds used.
+    edges = [started, *(s.t for s in samples)]
+    integral = sum(s.cpu_percent / 100 * (b - a) for s, a, b in zip(samples, edges, edges[1:]))
+    assert abs(integral - used) <= 0.1, (integral, used)
+    assert max(s.cpu_percent for s in samples) > 0
+    assert samples[-1].threads == threads and samples[-1].fds > 0
+    assert abs(samples[-1].rss_bytes - rss) <= 1 << 20
+
+
+# -- a server that goes away --------------------------------------------------------
+@pytest.mark.parametrize("reap", [False, True], ids=["zombie", "reaped"])
+def test_vanished_process_ends_sampling(start: StartServer, reap: bool) -> None:
+    server = start("threaded")
+    sampler = Sampler(server.pid, server.port, interval=0.05).start()
+    last(sampler)
+    if reap:
+        server.kill()
+    else:
+        os.kill(server.pid, signal.SIGKILL)  # not waited for: a zombie, which counts as gone
+    wait_until(lambda: not sampler.running, 5, "sampling to end")
+    samples = sampler.stop()
+    assert samples[0].alive and not samples[-1].alive
+    assert samples == sampler.stop()  # idempotent
+    assert summarize(samples)["died"] is True
+    assert summarize(samples, t1=samples[0].t)["died"] is False
+
+
+def test_stop_leaves_no_process_behind(start: StartServer) -> None:
+    server = start("threaded")
+    pid = server.pid
+    with Sampler(pid, server.port, interval=0.05) as sampler:
+        with clients(server, 10):
+            wait_until(lambda: last(sampler).connections == 10, 10, "10 connections")
+            server.stop()
+        wait_until(lambda: not sampler.running, 5, "sampling to end")
+    assert not psutil.pid_exists(pid)
+    assert not sampler.samples()[-1].alive
+    assert not sampler.running
+
+
+# -- summarize and the command line ---------------------------------------------------
+def test_summarize_windows_and_dead_samples() -> None:
+    samples = [
+        Sample(10.0, True, 3, 50.0, 1000, 7, 2),
+        Sample(11.0, True, 5, 150.0, 3000, 9, 4),
+        Sample(12.0, False, 0, 0.0, 0, 0, 0),
+    ]
+    whole = summarize(samples)
+    assert whole["threads_mean"] == 4 and whole["threads_max"] == 5
+    assert whole["cpu_percent_mean"] == 100 and whole["cpu_percent_max"] == 150
+    assert whole["rss_bytes_max"] == 3000 and whole["fds_max"] == 9
+    assert whole["connections_mean"] == 3 and whole["connections_max"] == 4
+    assert whole["samples"] == 3 and whole["died"] is True
+    first = summarize(samples, t0=9.5, t1=10.5)
+    assert first["samples"] == 1 and first["threads_max"] == 3 and first["died"] is False
+    assert summarize([], 0, 1)["samples"] == 0
+
+
+def test_cli_prints_samples(start: StartServer, capsys: pytest.CaptureFixture[str]) -> None:
+    server = start("threaded")
+    assert main([str(server.pid), "--port", str(server.port), "--interval", "0.05", "--duration", "0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all("threads=" in line and "conns=0" in line for line in lines)
+
+
+@pytest.mark.parametrize("args", [["{gone}"], ["{self}", "--interval", "0"], ["{self}", "--port", "70000"]])
+def test_cli_bad_input_is_one_line(args: list[str]) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its PID names no process (reuse that fast is vanishingly unlikely)
+    argv = [a.format(gone=gone.pid, self=os.getpid()) for a in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.sampler", *argv], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# -- the kernel's counters ------------------------------------------------------------
+def test_kernel_counters_parse_and_wrap() -> None:
+    counters = read_tcp_counters()
+    if not counters:
+        pytest.skip("no /proc/net/netstat here (not Linux)")
+    for name in ("ListenOverflows", "ListenDrops", "EstabResets", "AttemptFails"):
+        assert name in counters
+    assert set(counters) <= set(WATCHED)
+    table = "TcpExt: A B\nTcpExt: 1 2\nIpExt: A\nIpExt: 9\n"
+    assert parse_counter_table(table, "TcpExt:") == {"A": 1, "B": 2}
+    assert counter_deltas({"A": 5, "B": 1}, {"A": 8, "C": 3}) == {"A": 3}
+    assert counter_deltas({"A": 2**32 - 1}, {"A": 1}) == {"A": 2}
+
+
+def test_listen_overflow_raises_kernel_counters() -> None:
+    """Connects beyond a listen(1) queue that nobody accepts: the kernel drops their SYNs."""
+    before = read_tcp_counters()
+    if "ListenOverflows" not in before:
+        pytest.skip("no ListenOverflows counter here")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    socks: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # room for 2 in the accept queue; never accepted
+        address = listener.getsockname()
+        for _ in range(20):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setblocking(False)
+            assert sock.connect_ex(address) in (0, errno.EINPROGRESS)
+
+        def dropped() -> bool:
+            deltas = counter_deltas(before, read_tcp_counters())
+            return deltas["ListenOverflows"] > 0 and deltas["ListenDrops"] > 0
+
+        wait_until(dropped, 5, "ListenOverflows and ListenDrops to rise")
+    finally:
+        for sock in socks:
+            sock.close()
+        listener.close()
