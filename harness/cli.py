@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.addresses import AddressError, parse_target
 from harness.checks import Check, CheckError, cell_metrics, evaluate, parse_check
@@ -194,12 +195,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
-def comparison_ratios(comparison: object) -> dict[tuple[str, int], dict[str, float]]:
-    """``ratio.METRIC`` (after/before) for every paired cell, for --check."""
+def comparison_ratios(comparison: Any) -> dict[tuple[str, int], dict[str, float]]:
+    """``ratio.throughput``, ``ratio.message.p99`` ... (after/before) for every paired cell, for --check."""
+    names = {"throughput": "ratio.throughput", "p50": "ratio.message.p50", "p99": "ratio.message.p99", "p999": "ratio.message.p99.9"}
     out: dict[tuple[str, int], dict[str, float]] = {}
-    for row in getattr(comparison, "rows", ()):
-        key = (row.variant, row.users)
-        out[key] = {f"ratio.{name}": value for name, value in row.ratios.items() if value is not None}
+    for pair in comparison.pairs:
+        out[pair.key] = {names[m]: r for m, r in pair.ratios if r is not None and m in names}
     return out
 
 

@@ -1,0 +1,271 @@
+"""Findings in plain words, derived from the numbers: what a reader wants before the plots.
+
+Pure functions of the result model. Each finding carries the structured facts
+it states (variant, users, value), so tests and other tools need not parse prose.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness.results import CellResult, RunManifest
+from reports.summary import (
+    CONNECT,
+    fmt_duration_ms,
+    fmt_rate,
+    is_valid,
+    kernel_counter,
+    latency,
+    missing_cells,
+    users_word,
+    variant_order,
+)
+
+#: A connect p99 at or above this means SYNs were retried (Linux's first SYN timeout is 1 s).
+CONNECT_JUMP_MS = 900.0
+#: Failures above this share of requests disqualify a cell from meeting the SLO.
+MAX_FAILURE_SHARE = 0.01
+#: Slope of threads against users that counts as "one thread per connection".
+TRACKING_SLOPE = (0.75, 1.25)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str  # slo, headline, threads, connect, failures, generator, status, missing
+    severity: str  # good, info, warn, bad
+    text: str
+    variant: str | None = None
+    users: int | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SloLimit:
+    """The highest concurrency at which a variant met the SLO, counting from the lowest level."""
+
+    variant: str
+    users: int | None  # None: not even the lowest valid level met it
+    throughput: float | None
+    p99_ms: float | None
+    first_miss_users: int | None  # the first valid level that missed, None if none did
+    first_miss_p99_ms: float | None
+    untested_above: tuple[int, ...]  # higher levels with no valid figures (generator-bound, failed)
+
+
+def by_variant(cells: Sequence[CellResult]) -> dict[str, list[CellResult]]:
+    groups: dict[str, list[CellResult]] = {}
+    for cell in sorted(cells, key=lambda c: c.users):
+        groups.setdefault(cell.variant, []).append(cell)
+    return groups
+
+
+def meets_slo(cell: CellResult, slo_ms: float) -> bool:
+    lat = latency(cell)
+    if lat is None:
+        return False
+    share = cell.errors / (cell.errors + lat.count)
+    return lat.p99_us < slo_ms * 1000.0 and share <= MAX_FAILURE_SHARE
+
+
+def slo_limit(variant: str, cells: Sequence[CellResult], slo_ms: float) -> SloLimit:
+    """Walk up the valid levels; stop at the first that misses (a later lucky level does not count)."""
+    best: CellResult | None = None
+    miss: CellResult | None = None
+    for cell in sorted(cells, key=lambda c: c.users):
+        if not is_valid(cell):
+            continue
+        if meets_slo(cell, slo_ms):
+            best = cell
+        else:
+            miss = cell
+            break
+    top = best.users if best else 0
+    limit = miss.users if miss else None
+    untested = tuple(c.users for c in cells
+                     if c.users > top and (limit is None or c.users < limit) and not is_valid(c))
+    best_lat, miss_lat = (latency(best) if best else None), (latency(miss) if miss else None)
+    return SloLimit(
+        variant=variant,
+        users=best.users if best else None,
+        throughput=best.throughput if best else None,
+        p99_ms=best_lat.p99_us / 1000 if best_lat else None,
+        first_miss_users=miss.users if miss else None,
+        first_miss_p99_ms=miss_lat.p99_us / 1000 if miss_lat else None,
+        untested_above=untested,
+    )
+
+
+def slo_finding(lim: SloLimit, slo_ms: float) -> Finding:
+    slo = f"{slo_ms:g} ms"
+    if lim.users is None:
+        if lim.first_miss_users is None:
+            return Finding("slo", "info", f"{lim.variant}: no cell with valid figures, so nothing can be said "
+                           f"about the {slo} p99 target.", lim.variant)
+        why = (f"p99 {fmt_duration_ms(lim.first_miss_p99_ms)}" if lim.first_miss_p99_ms is not None
+               else "no message completed")
+        return Finding("slo", "bad", f"{lim.variant}: misses the {slo} p99 target already at "
+                       f"{users_word(lim.first_miss_users)} ({why}).", lim.variant, None, None)
+    text = (f"{lim.variant}: holds message p99 under {slo} up to {users_word(lim.users)}, "
+            f"serving {fmt_rate(lim.throughput)} messages/s there (p99 {fmt_duration_ms(lim.p99_ms or 0)})")
+    if lim.first_miss_users is not None:
+        text += (f"; at {users_word(lim.first_miss_users)} p99 is "
+                 f"{fmt_duration_ms(lim.first_miss_p99_ms or 0)}")
+    elif not lim.untested_above:
+        text += ", the highest level tested: its limit lies beyond this sweep"
+    if lim.untested_above:
+        levels = ", ".join(f"{u:,}" for u in lim.untested_above)
+        text += f" (no valid figures at {levels} users, so the limit may be higher)"
+    severity = "good" if lim.first_miss_users is None else "info"
+    return Finding("slo", severity, text + ".", lim.variant, lim.users, lim.throughput)
+
+
+def headline(groups: dict[str, list[CellResult]]) -> Finding | None:
+    """The designs side by side at the highest concurrency that at least two ran validly."""
+    levels: Counter[int] = Counter(c.users for cells in groups.values() for c in cells if is_valid(c))
+    common = [u for u, n in levels.items() if n >= 2]
+    if not common:
+        return None
+    users = max(common)
+    parts = []
+    for variant, cells in groups.items():
+        for cell in cells:
+            lat = latency(cell)
+            if cell.users == users and is_valid(cell) and lat is not None:
+                parts.append((cell.throughput, f"{variant} {fmt_rate(cell.throughput)} messages/s "
+                              f"at p99 {fmt_duration_ms(lat.p99_us / 1000)}"))
+    parts.sort(reverse=True)
+    return Finding("headline", "info", f"At {users_word(users)}: " + "; ".join(p for _, p in parts) + ".",
+                   None, users)
+
+
+def thread_finding(variant: str, cells: Sequence[CellResult]) -> Finding | None:
+    """Does the server's thread count follow its connections (one thread each) or stay flat?"""
+    pts = [(c.users, c.server.threads_max) for c in cells if c.server.samples > 0 and c.server.threads_max > 0]
+    if len({u for u, _ in pts}) < 2:
+        return None
+    xs, ys = [float(u) for u, _ in pts], [float(t) for _, t in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x in xs)
+    lo, hi = min(pts), max(pts)
+    span = f"{lo[1]:,} threads at {users_word(lo[0])}, {hi[1]:,} at {users_word(hi[0])}"
+    tmin, tmax = min(ys), max(ys)
+    if tmax - tmin <= max(2.0, 0.1 * tmin):
+        flat = f"{int(tmin):,}" if tmin == tmax else f"{int(tmin):,}–{int(tmax):,}"
+        return Finding("threads", "good", f"{variant}: thread count stays flat ({flat}) from "
+                       f"{users_word(lo[0])} to {users_word(hi[0])}: connections do not cost threads.",
+                       variant, None, slope)
+    if TRACKING_SLOPE[0] <= slope <= TRACKING_SLOPE[1]:
+        offsets = sorted(t - u for u, t in pts)
+        const = offsets[len(offsets) // 2]
+        sign = "+" if const >= 0 else "−"
+        return Finding("threads", "warn", f"{variant}: thread count tracks its connections, one thread per "
+                       f"user: threads ≈ users {sign} {abs(const)} ({span}). Memory and scheduling cost grow "
+                       f"with every client.", variant, None, slope)
+    return Finding("threads", "info", f"{variant}: thread count grows with concurrency, about {slope:.2f} "
+                   f"threads per added user ({span}).", variant, None, slope)
+
+
+def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) -> list[Finding]:
+    """Connect p99 of ~1 s or more is the SYN retry timeout: say whether the listen queue explains it."""
+    found = []
+    queue = f" (backlog {backlog})" if backlog is not None else ""
+    for cell in cells:
+        conn = latency(cell, CONNECT)
+        overflows = kernel_counter(cell, "ListenOverflows")
+        retrans = kernel_counter(cell, "TCPSynRetrans")
+        where = f"{variant} at {users_word(cell.users)}"
+        if conn is not None and conn.p99_us / 1000 >= CONNECT_JUMP_MS:
+            p99, p50 = conn.p99_us / 1000, conn.p50_us / 1000
+            text = f"{where}: connect p99 jumps to {fmt_duration_ms(p99)} (p50 {fmt_duration_ms(p50)}). "
+            if overflows > 0:
+                text += (f"The kernel counted {overflows:,} listen-queue overflows"
+                         + (f" and {retrans:,} SYN retransmissions" if retrans else "")
+                         + f" in this cell: the accept queue{queue} was full, SYNs were dropped and clients "
+                         "retried after the 1 s SYN timeout.")
+                found.append(Finding("connect", "bad", text, variant, cell.users, p99))
+            else:
+                text += ("The kernel counted no listen-queue overflows in this cell, so the listen queue "
+                         "does not explain it.")
+                found.append(Finding("connect", "warn", text, variant, cell.users, p99))
+        elif overflows > 0:
+            found.append(Finding("connect", "info", f"{where}: the listen queue{queue} overflowed {overflows:,} "
+                                 "times, yet connect p99 stayed under 1 s.", variant, cell.users, None))
+    return found
+
+
+def failure_finding(variant: str, cells: Sequence[CellResult]) -> Finding | None:
+    hit = [c for c in cells if c.errors > 0]
+    if not hit:
+        return None
+    parts = []
+    for cell in hit:
+        classes: Counter[str] = Counter()
+        for by_class in cell.failures.values():
+            classes.update(by_class)
+        top = ", ".join(f"{name} {n:,}" for name, n in classes.most_common(3))
+        parts.append(f"{cell.errors:,} at {users_word(cell.users)} ({top})")
+    return Finding("failures", "warn", f"{variant}: failures: " + "; ".join(parts) + ".", variant)
+
+
+def generator_finding(cells: Sequence[CellResult]) -> Finding | None:
+    bound = [c for c in cells if c.generator.saturated]
+    if not bound:
+        return None
+    names = ", ".join(f"{c.variant} at {users_word(c.users)} (generator CPU {c.generator.cpu_percent_max:.0f}%)"
+                      for c in bound)
+    return Finding("generator", "warn", f"Generator-bound, so these cells say nothing about the server: {names}. "
+                   "Their latency and throughput measure the load generator; rerun them with more "
+                   "--workers or a lower --rate.")
+
+
+STATUS_WORDS = {"failed": "the cell failed", "server-died": "the server died",
+                "interrupted": "the cell was interrupted"}
+
+
+def status_findings(cells: Sequence[CellResult]) -> list[Finding]:
+    out = []
+    for cell in cells:
+        if cell.status == "ok":
+            continue
+        text = f"{cell.variant} at {users_word(cell.users)}: {STATUS_WORDS.get(cell.status, cell.status)}"
+        if cell.status == "server-died" and cell.server.exit_code is not None:
+            text += f" (exit code {cell.server.exit_code})"
+        text += f": {cell.error}." if cell.error else "."
+        severity = "warn" if cell.status == "interrupted" else "bad"
+        out.append(Finding("status", severity, text, cell.variant, cell.users))
+    return out
+
+
+def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: float = 10.0) -> list[Finding]:
+    """Every finding, most telling first: SLO limits, the side-by-side, threads, connects, trouble."""
+    groups = by_variant(cells)
+    order = [v for v in variant_order(manifest, cells) if v in groups]
+    groups = {v: groups[v] for v in order}
+    backlog = (manifest.options.get("backlog") if manifest is not None else None)
+    found: list[Finding] = [slo_finding(slo_limit(v, cs, slo_ms), slo_ms) for v, cs in groups.items()]
+    top = headline(groups)
+    if top is not None:
+        found.append(top)
+    for variant, vcells in groups.items():
+        threads = thread_finding(variant, vcells)
+        if threads is not None:
+            found.append(threads)
+    for variant, vcells in groups.items():
+        found += connect_finding(variant, vcells, backlog)
+    for variant, vcells in groups.items():
+        fail = failure_finding(variant, vcells)
+        if fail is not None:
+            found.append(fail)
+    gen = generator_finding(cells)
+    if gen is not None:
+        found.append(gen)
+    found += status_findings(cells)
+    missing = missing_cells(manifest, cells)
+    if missing:
+        names = ", ".join(f"{v} at {users_word(u)}" for v, u in missing)
+        found.append(Finding("missing", "warn", f"Partial run: {len(missing)} planned "
+                             f"cell{'s' if len(missing) != 1 else ''} ha{'ve' if len(missing) != 1 else 's'} "
+                             f"no result: {names}."))
+    return found

@@ -1,0 +1,302 @@
+"""PNG plots of a run, with matplotlib's Agg renderer and no pyplot.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (as
+matplotlib's "embedding in a web server" guide does): no GUI backend, no global
+figure registry to leak, safe in any process. A variant keeps its colour in
+every plot; non-positive values are left off log axes rather than drawn at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # the renderer savefig uses; never a GUI backend, even if pyplot is imported later
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
+
+from harness.results import CellResult, RunManifest  # noqa: E402
+from reports.findings import CONNECT_JUMP_MS, by_variant  # noqa: E402
+from reports.summary import CONNECT, MIB, kernel_counter, latency, users_word, variant_order  # noqa: E402
+
+DPI = 100
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f", "#d62728")
+Getter = Callable[[CellResult], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Plot:
+    name: str  # file stem
+    title: str
+    caption: str
+    path: Path
+    width: int
+    height: int
+    variant: str | None = None
+    users: int | None = None
+
+
+def variant_colours(variants: Sequence[str]) -> dict[str, str]:
+    """One colour per variant, by plan order, so a design looks the same in every plot."""
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(variants)}
+
+
+def _plain(value: float, _pos: object = None) -> str:
+    return f"{value:g}" if value >= 0.01 or value == 0 else f"{value:.0e}"
+
+
+def users_axis(ax: Axes, levels: Sequence[int]) -> None:
+    """Log x axis with a tick at every concurrency level the sweep ran."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(levels)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = min(levels), max(levels)
+    ax.set_xlim(lo / 1.4, hi * 1.4)
+    ax.set_xlabel("concurrent users")
+
+
+def log_y(ax: Axes, had_data: bool) -> None:
+    if had_data:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    else:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#888")
+
+
+def count_axis(ax: Axes, integer: bool = True, nbins: int | str = "auto") -> None:
+    """A linear axis from zero with headroom and readable ticks, even when every value is zero."""
+    top = ax.dataLim.y1 if ax.has_data() and math.isfinite(ax.dataLim.y1) else 0.0
+    ax.set_ylim(0, max(1.0, top * 1.12))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=integer, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}" if abs(v) >= 10 or v == int(v) else f"{v:g}"))
+
+
+def _finite(value: float | None, log: bool) -> bool:
+    return value is not None and math.isfinite(value) and (value > 0 or not log)
+
+
+def draw_variants(ax: Axes, groups: dict[str, list[CellResult]], colours: dict[str, str], get: Getter, *,
+                  log: bool, label: bool = True, **style: object) -> bool:
+    """A line per variant through its ok cells; open marker: generator-saturated; X: server died/failed."""
+    drawn = False
+    for variant, cells in groups.items():
+        colour = colours[variant]
+        ok = [(c.users, get(c), c.generator.saturated) for c in cells if c.status == "ok"]
+        ok = [(u, y, s) for u, y, s in ok if _finite(y, log)]
+        if ok:
+            ax.plot([u for u, _, _ in ok], [y for _, y, _ in ok], color=colour, marker="o", markersize=5,
+                    label=variant if label else None, **style)  # type: ignore[arg-type]
+            sat = [(u, y) for u, y, s in ok if s]
+            if sat:
+                ax.plot([u for u, _ in sat], [y for _, y in sat], ls="", marker="o", markersize=9,
+                        markerfacecolor="white", markeredgecolor=colour, markeredgewidth=2, zorder=3)
+            drawn = True
+        bad = [(c.users, get(c)) for c in cells if c.status != "ok"]
+        bad = [(u, y) for u, y in bad if _finite(y, log)]
+        if bad:
+            ax.plot([u for u, _ in bad], [y for _, y in bad], ls="", marker="X", markersize=9, color=colour,
+                    markeredgecolor="black", markeredgewidth=0.6, zorder=3)
+            drawn = True
+    return drawn
+
+
+def marker_legend(ax: Axes, cells: Sequence[CellResult], **kwargs: object) -> None:
+    """The variants' legend, plus what the special markers mean when any is drawn."""
+    handles, labels = ax.get_legend_handles_labels()
+    if any(c.generator.saturated for c in cells):
+        handles.append(Line2D([], [], ls="", marker="o", markersize=9, markerfacecolor="white",
+                              markeredgecolor="#555", markeredgewidth=2))
+        labels.append("generator-saturated")
+    if any(c.status != "ok" for c in cells):
+        handles.append(Line2D([], [], ls="", marker="X", markersize=9, color="#999", markeredgecolor="black"))
+        labels.append("server died / failed")
+    if handles:
+        ax.legend(handles, labels, fontsize=8, **kwargs)  # type: ignore[arg-type]
+
+
+def save(fig: Figure, out_dir: Path, name: str, title: str, caption: str, **extra: object) -> Plot:
+    path = out_dir / f"{name}.png"
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=DPI)
+    tmp.replace(path)
+    w, h = fig.get_size_inches()
+    return Plot(name, title, caption, path, round(w * DPI), round(h * DPI), **extra)  # type: ignore[arg-type]
+
+
+def _lat(name: str, key: str) -> Getter:
+    def get(cell: CellResult) -> float | None:
+        lat = latency(cell, name)
+        return getattr(lat, key) / 1000.0 if lat is not None else None
+    return get
+
+
+def _server(get: Getter) -> Getter:
+    return lambda c: get(c) if c.server.samples > 0 else None
+
+
+def latency_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
+                 cells: Sequence[CellResult], out_dir: Path, slo_ms: float) -> Plot:
+    fig = Figure(figsize=(11, 7.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True, sharey=True)
+    fig.suptitle("Message latency against concurrency (log axes)", fontweight="bold")
+    for ax, (key, label) in zip(axes.flat, (("p50_us", "p50"), ("p95_us", "p95"), ("p99_us", "p99"),
+                                            ("p999_us", "p99.9"))):
+        drawn = draw_variants(ax, groups, colours, _lat("message", key), log=True)
+        log_y(ax, drawn)
+        users_axis(ax, levels)
+        ax.set_title(label)
+        ax.grid(True, which="major", alpha=0.3)
+        if drawn:
+            ax.axhline(slo_ms, color="#c00", ls="--", lw=1)
+            ax.text(0.01, slo_ms, f" SLO {slo_ms:g} ms", color="#c00", fontsize=8, ha="left", va="bottom",
+                    transform=ax.get_yaxis_transform())
+    for ax in axes[:, 0]:
+        ax.set_ylabel("latency (ms)")
+    for ax in axes[0, :]:
+        ax.set_xlabel("")
+    marker_legend(axes[0, 0], cells, loc="upper left")
+    return save(fig, out_dir, "latency", "Latency", "Message round-trip percentiles per variant; the dashed "
+                f"red line is the {slo_ms:g} ms SLO.")
+
+
+def throughput_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
+                    cells: Sequence[CellResult], out_dir: Path) -> Plot:
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    ax = fig.subplots()
+    draw_variants(ax, groups, colours, lambda c: c.throughput, log=False)
+    users_axis(ax, levels)
+    count_axis(ax)
+    ax.set_ylabel("messages / s")
+    ax.set_title("Throughput against concurrency", fontweight="bold")
+    ax.grid(True, alpha=0.3)
+    marker_legend(ax, cells, loc="best")
+    return save(fig, out_dir, "throughput", "Throughput", "Replies per second over the steady window.")
+
+
+def threads_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
+                 cells: Sequence[CellResult], out_dir: Path) -> Plot:
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    ax = fig.subplots()
+    drawn = draw_variants(ax, groups, colours, _server(lambda c: float(c.server.threads_max)), log=True)
+    ax.plot(levels, levels, color="#999", ls=":", lw=1.2, label="one thread per user")
+    log_y(ax, drawn or bool(levels))
+    users_axis(ax, levels)
+    ax.set_ylabel("server threads (max)")
+    ax.set_title("Server threads against concurrency", fontweight="bold")
+    ax.grid(True, which="major", alpha=0.3)
+    marker_legend(ax, cells, loc="upper left")
+    return save(fig, out_dir, "threads", "Server threads", "Peak thread count of the server process; the "
+                "dotted line is one thread per concurrent user.")
+
+
+def resources_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
+                   cells: Sequence[CellResult], out_dir: Path) -> Plot:
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    cpu, rss = fig.subplots(1, 2)
+    draw_variants(cpu, groups, colours, _server(lambda c: c.server.cpu_percent_mean), log=False)
+    draw_variants(rss, groups, colours, _server(lambda c: c.server.rss_bytes_max / MIB), log=False)
+    for ax, title, unit in ((cpu, "Server CPU (mean)", "CPU % (100 = one core)"),
+                            (rss, "Server memory (peak RSS)", "RSS (MiB)")):
+        users_axis(ax, levels)
+        count_axis(ax, integer=False)
+        ax.set_title(title, fontweight="bold")
+        ax.set_ylabel(unit)
+        ax.grid(True, alpha=0.3)
+    marker_legend(cpu, cells, loc="best")
+    return save(fig, out_dir, "resources", "CPU and memory", "Server process CPU (mean over the window) and "
+                "peak resident memory.")
+
+
+def connect_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
+                 cells: Sequence[CellResult], out_dir: Path) -> Plot:
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    fails, conn, over = fig.subplots(1, 3)
+    draw_variants(fails, groups, colours, lambda c: float(c.errors), log=False)
+    fails.set_title("Failures", fontweight="bold")
+    fails.set_ylabel("failed requests (steady window)")
+    drawn = draw_variants(conn, groups, colours, _lat(CONNECT, "p99_us"), log=True)
+    drawn |= draw_variants(conn, groups, colours, _lat(CONNECT, "p50_us"), log=True, label=False,
+                           ls=":", alpha=0.6)
+    log_y(conn, drawn)
+    if drawn:
+        conn.axhline(CONNECT_JUMP_MS, color="#c00", ls="--", lw=1)
+    conn.set_title("Connect time: p99 (solid), p50 (dotted)", fontweight="bold", fontsize=10)
+    conn.set_ylabel("connect (ms)")
+    draw_variants(over, groups, colours, lambda c: float(kernel_counter(c, "ListenOverflows")), log=False)
+    over.set_title("Listen-queue overflows (kernel)", fontweight="bold", fontsize=10)
+    over.set_ylabel("ListenOverflows in the cell")
+    for ax in (fails, conn, over):
+        users_axis(ax, levels)
+        ax.grid(True, which="major", alpha=0.3)
+        if ax is not conn:
+            count_axis(ax)
+    marker_legend(fails, cells, loc="upper left")
+    return save(fig, out_dir, "connect", "Failures and connects", "Connect p99 near 1 s (dashed line) "
+                "means SYNs were dropped and retried; the kernel's listen-queue overflows say whether the "
+                "accept backlog was full.")
+
+
+def timeline_plot(cell: CellResult, colour: str, out_dir: Path) -> Plot:
+    """One cell second by second: messages/s, p99 and threads, warm-up shaded."""
+    fig = Figure(figsize=(4.4, 4.6), layout="constrained")
+    rate_ax, p99_ax, thr_ax = fig.subplots(3, 1, sharex=True)
+    tag = "" if cell.status == "ok" else f" [{cell.status}]"
+    tag += " [generator-saturated]" if cell.generator.saturated else ""
+    fig.suptitle(f"{cell.variant} · {users_word(cell.users)}{tag}", fontsize=10, fontweight="bold",
+                 color="#b00" if tag else "black")
+    pts = sorted(cell.timeline, key=lambda p: p.t)
+    t = [p.t for p in pts]
+    rate_ax.plot(t, [p.messages_per_s for p in pts], color=colour, lw=1.5)
+    rate_ax.set_ylabel("msg/s", fontsize=8)
+    p99 = [(p.t, p.p99_us / 1000) for p in pts if p.p99_us is not None and p.p99_us > 0]
+    p99_ax.plot([x for x, _ in p99], [y for _, y in p99], color=colour, lw=1.5)
+    # linear: a log axis over a narrow range labels every minor tick
+    p99_ax.set_ylabel("p99 ms", fontsize=8)
+    thr = [(p.t, p.threads) for p in pts if p.threads is not None]
+    thr_ax.plot([x for x, _ in thr], [y for _, y in thr], color=colour, lw=1.5)
+    thr_ax.set_ylabel("threads", fontsize=8)
+    thr_ax.set_xlabel("seconds since the cell started", fontsize=8)
+    for ax in (rate_ax, p99_ax, thr_ax):
+        count_axis(ax, integer=ax is not p99_ax, nbins=4)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        if cell.warmup_s > 0:
+            ax.axvspan(0, cell.warmup_s, color="#ddd", alpha=0.6, lw=0)
+        if not pts:
+            ax.text(0.5, 0.5, "no timeline", transform=ax.transAxes, ha="center", va="center", color="#888")
+    if pts:
+        rate_ax.set_xlim(0, max(max(t), cell.warmup_s + cell.duration_s))
+    if cell.warmup_s > 0:
+        rate_ax.text(cell.warmup_s / 2, 0.95, "warm-up", transform=rate_ax.get_xaxis_transform(), ha="center",
+                     va="top", fontsize=7, color="#666")
+    return save(fig, out_dir, f"timeline-{cell.variant}-u{cell.users:05d}", f"{cell.variant}, {cell.users} users",
+                "", variant=cell.variant, users=cell.users)
+
+
+def render_plots(manifest: RunManifest | None, cells: Sequence[CellResult], out_dir: Path,
+                 slo_ms: float = 10.0) -> tuple[list[Plot], list[Plot]]:
+    """Write every PNG into ``out_dir``: (overview plots, per-cell timelines)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = variant_order(manifest, cells)
+    colours = variant_colours(order)
+    grouped = by_variant(cells)
+    groups = {v: grouped[v] for v in order if v in grouped}
+    levels = sorted({c.users for c in cells})
+    overview = [
+        latency_plot(groups, colours, levels, cells, out_dir, slo_ms),
+        throughput_plot(groups, colours, levels, cells, out_dir),
+        threads_plot(groups, colours, levels, cells, out_dir),
+        resources_plot(groups, colours, levels, cells, out_dir),
+        connect_plot(groups, colours, levels, cells, out_dir),
+    ]
+    timelines = [timeline_plot(c, colours[c.variant], out_dir) for v in groups for c in groups[v]]
+    return overview, timelines

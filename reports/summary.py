@@ -1,0 +1,216 @@
+"""The summary table and its formatting: pure functions of the result model.
+
+Nothing here (but ``load_cells``) reads files, and nothing plots or renders HTML, so the numbers a report shows
+can be tested (and reused by ``compare`` and the CLI) without matplotlib.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.results import CellResult, Latency, ResultError, RunManifest, load_run
+
+#: Status of a planned cell that has no result file (an interrupted run).
+MISSING = "missing"
+#: The request name whose latency is the headline (scenarios/chat.py).
+MESSAGE = "message"
+CONNECT = "connect"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the summary table; None where the cell has no such figure."""
+
+    variant: str
+    users: int
+    status: str  # a CellResult status, or MISSING
+    throughput: float | None = None
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    connect_p99_ms: float | None = None
+    failures: int | None = None
+    threads_max: int | None = None
+    cpu_percent: float | None = None
+    rss_mib: float | None = None
+    listen_overflows: int | None = None
+    saturated: bool = False
+    note: str = ""
+
+
+def load_cells(results_dir: Path) -> tuple[RunManifest | None, list[CellResult]]:
+    """load_run, plus: a folder whose run never finished a cell has nothing to report (the one I/O here)."""
+    manifest, cells = load_run(Path(results_dir))
+    if not cells:
+        raise ResultError(f"{results_dir} holds no cell results yet (the run finished no cell)")
+    return manifest, cells
+
+
+def latency(cell: CellResult, name: str = MESSAGE) -> Latency | None:
+    """The cell's latency summary for ``name``, or None when nothing was measured."""
+    lat = cell.latency.get(name)
+    return lat if lat is not None and lat.count > 0 else None
+
+
+def ms(us: float | None) -> float | None:
+    return None if us is None else us / 1000.0
+
+
+def kernel_counter(cell: CellResult, name: str) -> int:
+    """A kernel TCP counter delta by its short name ("ListenOverflows"), whatever its prefix."""
+    return sum(int(v) for k, v in cell.kernel.items() if k == name or k.endswith("." + name) or k.endswith(":" + name))
+
+
+def variant_order(manifest: RunManifest | None, cells: Iterable[CellResult]) -> tuple[str, ...]:
+    """Variants in the order the sweep planned (then ran) them: the order of every legend."""
+    seen: dict[str, None] = {}
+    if manifest is not None:
+        for variant, _ in manifest.planned:
+            seen.setdefault(variant, None)
+    for cell in cells:
+        seen.setdefault(cell.variant, None)
+    return tuple(seen)
+
+
+def missing_cells(manifest: RunManifest | None, cells: Sequence[CellResult]) -> list[tuple[str, int]]:
+    """Planned cells with no result file, in plan order."""
+    if manifest is None:
+        return []
+    have = {c.key for c in cells}
+    return [key for key in manifest.planned if key not in have]
+
+
+def is_valid(cell: CellResult) -> bool:
+    """A cell whose figures describe the server: it ran its window and the generator kept up."""
+    return cell.status == "ok" and not cell.generator.saturated
+
+
+def row_for(cell: CellResult) -> Row:
+    lat = latency(cell)
+    conn = latency(cell, CONNECT)
+    sampled = cell.server.samples > 0
+    notes = []
+    if cell.generator.saturated:
+        notes.append(f"generator-saturated (CPU {cell.generator.cpu_percent_max:.0f}%)")
+    if cell.status != "ok":
+        notes.append(cell.status + (f": {cell.error}" if cell.error else ""))
+    return Row(
+        variant=cell.variant,
+        users=cell.users,
+        status=cell.status,
+        throughput=cell.throughput,
+        mean_ms=ms(lat.mean_us) if lat else None,
+        p50_ms=ms(lat.p50_us) if lat else None,
+        p95_ms=ms(lat.p95_us) if lat else None,
+        p99_ms=ms(lat.p99_us) if lat else None,
+        p999_ms=ms(lat.p999_us) if lat else None,
+        connect_p99_ms=ms(conn.p99_us) if conn else None,
+        failures=cell.errors,
+        threads_max=cell.server.threads_max if sampled else None,
+        cpu_percent=cell.server.cpu_percent_mean if sampled else None,
+        rss_mib=cell.server.rss_bytes_max / MIB if sampled else None,
+        listen_overflows=kernel_counter(cell, "ListenOverflows"),
+        saturated=cell.generator.saturated,
+        note="; ".join(notes),
+    )
+
+
+def summary_rows(manifest: RunManifest | None, cells: Sequence[CellResult]) -> list[Row]:
+    """Every cell and every planned-but-missing cell, by variant (plan order) then users."""
+    order = {v: i for i, v in enumerate(variant_order(manifest, cells))}
+    rows = [row_for(c) for c in cells]
+    rows += [Row(variant=v, users=u, status=MISSING, note="no result (run stopped before this cell)")
+             for v, u in missing_cells(manifest, cells)]
+    return sorted(rows, key=lambda r: (order.get(r.variant, len(order)), r.users))
+
+
+# -- formatting ---------------------------------------------------------------------------
+
+def fmt_ms(value: float | None) -> str:
+    """Milliseconds with microsecond precision, as memtier_benchmark prints them."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def fmt_int(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def fmt_duration_ms(value: float) -> str:
+    """A latency for prose: µs, ms or s, whichever reads best."""
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 1:
+        return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
+    return f"{value * 1000:.0f} µs"
+
+
+def users_word(users: int) -> str:
+    return f"{users:,} user" + ("" if users == 1 else "s")
+
+
+CSV_FIELDS = (
+    "variant", "users", "status", "ops_per_s", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms",
+    "connect_p99_ms", "failures", "threads_max", "cpu_percent_mean", "rss_mib_max",
+    "listen_overflows", "generator_saturated", "note",
+)
+
+
+def _num(value: float | int | None, digits: int | None = None) -> str:
+    if value is None:
+        return ""
+    return str(value) if digits is None else f"{value:.{digits}f}"
+
+
+def rows_to_csv(rows: Sequence[Row]) -> str:
+    """The summary table as CSV: plain numbers (ms with 3 decimals), empty where unknown."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(CSV_FIELDS)
+    for r in rows:
+        out.writerow([
+            r.variant, r.users, r.status, _num(r.throughput, 1), _num(r.mean_ms, 3), _num(r.p50_ms, 3),
+            _num(r.p95_ms, 3), _num(r.p99_ms, 3), _num(r.p999_ms, 3), _num(r.connect_p99_ms, 3),
+            _num(r.failures), _num(r.threads_max), _num(r.cpu_percent, 1), _num(r.rss_mib, 1),
+            _num(r.listen_overflows), "yes" if r.saturated else "no", r.note,
+        ])
+    return buf.getvalue()
+
+
+SUMMARY_HEADERS = ("Variant", "Users", "Ops/sec", "Avg ms", "p50 ms", "p99 ms", "p99.9 ms",
+                   "Connect p99 ms", "Failures", "Threads max", "CPU %", "RSS MiB", "Note")
+
+
+def row_cells(r: Row) -> tuple[str, ...]:
+    """The formatted columns of SUMMARY_HEADERS for one row."""
+    return (
+        r.variant, fmt_int(r.users), fmt_rate(r.throughput) if r.status != MISSING else "-",
+        fmt_ms(r.mean_ms), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms), fmt_ms(r.p999_ms), fmt_ms(r.connect_p99_ms),
+        fmt_int(r.failures), fmt_int(r.threads_max),
+        "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
+        "-" if r.rss_mib is None else f"{r.rss_mib:.1f}",
+        r.note,
+    )
+
+
+def render_summary_text(rows: Sequence[Row]) -> str:
+    """The summary as a fixed-width text table, for terminals and CI logs."""
+    table = [SUMMARY_HEADERS] + [row_cells(r) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(SUMMARY_HEADERS) - 1)]
+    lines = []
+    for n, line in enumerate(table):
+        cols = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:-1], widths[1:])]
+        lines.append("  ".join(cols + [line[-1]]).rstrip())
+        if n == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines) + "\n"
