@@ -1,38 +1,43 @@
 """Target addresses: ``tcp://host:port``, ``host:port``, ``[::1]:port``; loopback only.
 
 Swarmbench generates load only toward this machine (127.0.0.0/8 or ::1):
-anything else is refused here, before a single connect.
+anything else is refused here, before a single connect. Shared by the Locust
+user and the ``swarmbench`` command line (which must not import Locust).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
+import socket
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "tcp://127.0.0.1:8000"
-_HOST_RE = re.compile(r"^(?:tcp://)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+))(?::(?P<port>\d+))?/?$")
 
 
-class AddressError(ValueError):
-    """A target that cannot be used; the message is one line."""
+def parse_host(host: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    """``tcp://127.0.0.1:8000``, ``127.0.0.1:8000``, ``[::1]:8000``, ``localhost:8000`` -> (family, address).
 
-
-def parse_target(text: str | None, default_port: int = 8000) -> tuple[str, int]:
-    """Return (host, port) for a loopback target, or raise AddressError."""
-    text = (text or DEFAULT_URL).strip()
-    match = _HOST_RE.match(text)
-    if not match:
-        raise AddressError(f"cannot read target {text!r}: expected tcp://HOST:PORT, HOST:PORT or [::1]:PORT")
-    host = match.group("v6") or match.group("host")
-    port = int(match.group("port")) if match.group("port") else default_port
-    if not 0 < port < 65536:
-        raise AddressError(f"target {text!r}: port must be 1-65535")
-    if host == "localhost":
-        host = "127.0.0.1"
+    Only loopback is accepted: this harness never targets another machine.
+    """
+    text = (host or "").strip()
+    if "://" not in text:
+        text = "tcp://" + text
     try:
-        address = ipaddress.ip_address(host)
+        parts = urlsplit(text)
+        port = parts.port if parts.port is not None else 8000
+        name = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"malformed host {host!r} ({exc}); expected tcp://127.0.0.1:8000") from None
+    if parts.scheme != "tcp" or not name or parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError(f"malformed host {host!r}; expected tcp://HOST:PORT, HOST:PORT or [::1]:PORT")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"malformed host {host!r}: port {port} out of range")
+    if name == "localhost":
+        return socket.AF_INET, ("127.0.0.1", port)
+    try:
+        ip = ipaddress.ip_address(name)
     except ValueError:
-        raise AddressError(f"target {text!r}: give a loopback IP address (127.0.0.1, ::1) or localhost") from None
-    if not address.is_loopback:
-        raise AddressError(f"target {text!r} is not a loopback address: Swarmbench only loads 127.0.0.0/8 and ::1")
-    return str(address), port
+        raise ValueError(f"host {host!r} refused: only loopback (127.0.0.0/8, ::1, localhost) is allowed") from None
+    if not ip.is_loopback:
+        raise ValueError(f"host {host!r} refused: only loopback (127.0.0.0/8, ::1, localhost) is allowed")
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (str(ip), port)

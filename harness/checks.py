@@ -65,6 +65,8 @@ def parse_check(text: str) -> Check:
 
 def is_latency_metric(metric: str) -> bool:
     """``NAME.STAT`` where STAT is a percentile, mean, min or max (``message.p99.9``)."""
+    if metric.startswith("ratio."):
+        return False
     return any(metric.endswith("." + stat) and len(metric) > len(stat) + 1 for stat in LATENCY_STATS)
 
 

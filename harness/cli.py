@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.addresses import AddressError, parse_target
+from harness.addresses import parse_host
 from harness.checks import Check, CheckError, cell_metrics, evaluate, parse_check
 from harness.progress import make_progress
 from harness.results import ResultError, load_run
@@ -123,8 +123,8 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
     variants = args.variants
     if args.target is not None:
         try:
-            target = parse_target(args.target)
-        except AddressError as exc:
+            target = parse_host(args.target)[1]
+        except ValueError as exc:
             raise UsageError(str(exc)) from None
         probe(target)
         variants = ("target",)

@@ -36,6 +36,8 @@ from harness.sampler import Sample, Sampler, summarize
 from harness.servers import RunningServer, ServerStartError, start_server
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+#: Beside the cell results: Locust's logs and files, histograms, .hgrm, server logs.
+RAW = "raw"
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def run_variant(cfg: SweepConfig, variant: str, index: int, outcome: SweepOutcom
     if cfg.target is None:
         try:
             server = start_server(
-                variant, backlog=cfg.backlog, extra_args=cfg.server_args, log_path=cfg.out / f"server-{variant}.log"
+                variant, backlog=cfg.backlog, extra_args=cfg.server_args, log_path=cfg.out / RAW / f"server-{variant}.log"
             )
         except ServerStartError as exc:
             progress.note(f"{variant}: {exc}; skipping its cells")
@@ -174,9 +176,9 @@ def run_cell(
         users=users,
         spawn_rate=spawn_rate(users, cfg.warmup_s),
         run_time_s=cfg.cell_seconds(),
-        hdr_file=cfg.out / f"{stem}.hdr.json",
-        log_file=cfg.out / f"{stem}.locust.log",
-        json_file=cfg.out / f"{stem}.locust.json",
+        hdr_file=cfg.out / RAW / f"{stem}.hdr.json",
+        log_file=cfg.out / RAW / f"{stem}.locust.log",
+        json_file=cfg.out / RAW / f"{stem}.locust.json",
         workers=cfg.workers,
         rate=cfg.rate,
         extra_args=cfg.locust_args,
@@ -275,7 +277,12 @@ def assemble_cell(
         generator=GeneratorStats.from_dict((data or {}).get("generator", {})),
         timeline=timeline,
         commands=tuple(c for c in (tuple(server.argv) if server else (), run.argv) if c),
-        files={"histograms": job.hdr_file.name, "locust_log": job.log_file.name, "locust_json": job.json_file.name},
+        files={
+            "histograms": f"{RAW}/{job.hdr_file.name}",
+            "locust_log": f"{RAW}/{job.log_file.name}",
+            "locust_json": f"{RAW}/{job.json_file.name}",
+            **({"server_log": f"{RAW}/{server.log_path.name}"} if server is not None else {}),
+        },
         error=error,
         run_id=cfg.out.name,
     )

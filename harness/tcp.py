@@ -1,0 +1,405 @@
+"""Locust's user for the chat protocol: a timed TCP client and an abstract ``TcpUser``.
+
+Follows Locust's recipe for other protocols (its custom XML-RPC client): a
+wrapper on a plain ``socket`` (gevent makes it cooperative) that times each call
+with ``perf_counter_ns`` and fires the ``request`` event. Request names:
+``connect``, ``message`` (send until the ``-`` is read) and ``session`` (connect
+until the server closed after ``--quit--``). Every latency also goes, as an int
+of µs, into the per-second buffers of :mod:`harness.histograms`.
+
+The per-message loop is the hot path: no socket timeout (gevent would arm a
+timer per wait); a watchdog greenlet shuts down sockets whose reply is late.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import socket
+import struct
+from time import perf_counter_ns
+from typing import Any, Callable
+
+import gevent
+from locust import User
+from locust.exception import StopUser
+
+from harness.addresses import parse_host
+from harness.locust_plugin import DEFAULT_HOST, ScenarioOptions, current_run, scenario_options, total_users
+from server.protocol import MAX_MESSAGE, QUIT, REPLY
+
+LOG = logging.getLogger("swarmbench")
+REQUEST_TYPE = "tcp"
+
+
+# -- failures: small classes, so Locust's failure table groups them ----------------------
+class TcpFailure(Exception):
+    text = "tcp failure"
+
+    def __init__(self, text: str | None = None) -> None:
+        super().__init__(text or self.text)
+
+
+class ConnectRefused(TcpFailure):
+    text = "connection refused"
+
+
+class ConnectTimeout(TcpFailure):
+    text = "connect timed out"
+
+
+class ConnectFailed(TcpFailure):
+    text = "connect failed"
+
+
+class ResetByServer(TcpFailure):
+    text = "connection reset by the server"
+
+
+class ReplyTimeout(TcpFailure):
+    text = "no reply in time"
+
+
+class ClosedByServer(TcpFailure):
+    text = "the server closed the connection"
+
+
+class UnexpectedReply(TcpFailure):
+    text = "a reply other than '-'"
+
+
+class SocketFailure(TcpFailure):
+    text = "socket error"
+
+
+def classify(exc: OSError, connecting: bool = False) -> TcpFailure:
+    """Map an OSError to a failure class (the message names the errno, never an address)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectRefused()
+    if isinstance(exc, TimeoutError):
+        return ConnectTimeout() if connecting else ReplyTimeout()
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return ResetByServer()
+    name = exc.__class__.__name__ if exc.errno is None else (errno_name(exc.errno))
+    return ConnectFailed(f"connect failed: {name}") if connecting else SocketFailure(f"socket error: {name}")
+
+
+def errno_name(number: int) -> str:
+    import errno
+
+    return errno.errorcode.get(number, str(number))
+
+
+# -- the watchdog: reply timeouts without a timer per message ----------------------------
+class Watchdog:
+    """Shuts down the socket of any client whose reply is later than its timeout."""
+
+    def __init__(self) -> None:
+        self.clients: set[TcpClient] = set()
+        self.greenlet: gevent.Greenlet | None = None
+
+    def add(self, client: TcpClient) -> None:
+        self.clients.add(client)
+        if self.greenlet is None or self.greenlet.dead:
+            self.greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while self.clients:
+            gevent.sleep(0.25)
+            now = perf_counter_ns()
+            for client in list(self.clients):
+                busy = client.busy
+                if busy and now - busy > client.reply_timeout_ns and client.sock is not None:
+                    client.expired = True
+                    try:
+                        client.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+WATCHDOG = Watchdog()
+
+
+def fast_fire(hook: Any, context: dict[str, Any]) -> Callable[..., Any]:
+    """How a successful message fires ``request``: the per-message cost that matters most.
+
+    When Locust's own stats listener is the only one (the usual case), it is
+    called directly: EventHook.fire copies its handler list and wraps each call
+    in a try, which costs about a third of Locust's whole per-request work.
+    Any other listener (a plugin, OpenTelemetry) gets the documented event with
+    every argument, through ``fire``.
+    """
+    handlers = getattr(hook, "_handlers", None)
+    if isinstance(handlers, list) and len(handlers) == 1:
+        handler = handlers[0]
+        if getattr(handler, "__qualname__", "").startswith("Runner.__init__.") and handler.__module__ == "locust.runners":
+            return handler
+    fire = hook.fire
+
+    def fire_all(**kwargs: Any) -> None:
+        fire(exception=None, context=context, **kwargs)
+
+    return fire_all
+
+
+class TcpClient:
+    """One connection at a time to the chat server; every call is timed and reported."""
+
+    def __init__(self, user: TcpUser, family: socket.AddressFamily, address: tuple[str, int]) -> None:
+        self.family = family
+        self.address = address
+        self.context: dict[str, Any] = {}
+        self.fire = user.environment.events.request.fire
+        self.fire_ok = fast_fire(user.environment.events.request, self.context)
+        self.connect_timeout = user.connect_timeout
+        self.quit_timeout = user.quit_timeout
+        self.reply_timeout_ns = int(user.reply_timeout * 1e9)
+        self.sock: socket.socket | None = None
+        self.busy = 0  # perf_counter_ns of the message in flight (the watchdog reads it)
+        self.expired = False
+        self.session_start = 0
+        self.recorder = recorder = current_run().recorder
+        self.rec_connect = recorder.buffer("connect").append
+        self.rec_message = recorder.buffer("message").append
+        self.rec_session = recorder.buffer("session").append
+        self.rec_send_wait = recorder.buffer("send_wait").append
+        self.rec_uncorrected = recorder.buffer("message_uncorrected").append
+        self.rec_send_lag = recorder.buffer("send_lag").append
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    def _failure(self, name: str, start: int, exc: TcpFailure) -> None:
+        self.fire(
+            request_type=REQUEST_TYPE, name=name, response_time=(perf_counter_ns() - start) / 1e6,
+            response_length=0, exception=exc, context=self.context,
+        )  # fmt: skip
+        self.recorder.fail(name, exc.__class__.__name__)
+
+    def connect(self) -> bool:
+        """One connect attempt; a failure is reported, never raised."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        start = perf_counter_ns()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self.connect_timeout)
+            sock.connect(self.address)
+            sock.settimeout(None)  # the message path runs without a timer; see Watchdog
+        except OSError as exc:
+            sock.close()
+            self._failure("connect", start, classify(exc, connecting=True))
+            return False
+        except BaseException:
+            sock.close()
+            raise
+        end = perf_counter_ns()
+        self.fire(
+            request_type=REQUEST_TYPE, name="connect", response_time=(end - start) / 1e6,
+            response_length=0, exception=None, context=self.context,
+        )  # fmt: skip
+        self.rec_connect((end - start) // 1000)
+        self.sock, self.session_start, self.expired = sock, start, False
+        WATCHDOG.add(self)
+        return True
+
+    def messages(self, count: int, data: bytes, think: float = 0.0) -> bool:
+        """Closed loop: ``count`` messages, each waiting for its ``-``; False when the session broke."""
+        sock = self.sock
+        if sock is None:
+            return False
+        send, recv, fire = sock.send, sock.recv, self.fire_ok
+        rec_message, rec_wait = self.rec_message, self.rec_send_wait
+        size, think_ns, last = len(data), int(think * 1e9), 0
+        clock = perf_counter_ns
+        for _ in range(count):
+            t0 = clock()
+            if last:
+                rec_wait((t0 - last - think_ns) // 1000)
+            self.busy = t0
+            try:
+                sent = send(data)
+                if sent != size:
+                    sock.sendall(data[sent:])
+                reply = recv(MAX_MESSAGE)
+            except OSError as exc:
+                self._broken(t0, classify(exc))
+                return False
+            t1 = clock()
+            self.busy = 0
+            if reply != REPLY:
+                self._broken(t0, self._bad_reply(reply))
+                return False
+            elapsed = t1 - t0
+            fire(request_type=REQUEST_TYPE, name="message", response_time=elapsed / 1e6, response_length=1)
+            rec_message(elapsed // 1000)
+            last = t1
+            if think_ns:
+                gevent.sleep(think)
+        return True
+
+    def messages_paced(self, count: int, data: bytes, pacer: Pacer) -> bool:
+        """Open loop: send on ``pacer``'s schedule; latency counts from the intended send time."""
+        sock = self.sock
+        if sock is None:
+            return False
+        send, recv, fire = sock.send, sock.recv, self.fire_ok
+        rec_message, rec_uncorrected, rec_lag = self.rec_message, self.rec_uncorrected, self.rec_send_lag
+        size, clock, sleep = len(data), perf_counter_ns, gevent.sleep
+        for _ in range(count):
+            intended = pacer.next_ns
+            pacer.next_ns = intended + pacer.interval_ns
+            now = clock()
+            if now < intended:
+                sleep((intended - now) / 1e9)
+            t0 = clock()
+            self.busy = t0
+            try:
+                sent = send(data)
+                if sent != size:
+                    sock.sendall(data[sent:])
+                reply = recv(MAX_MESSAGE)
+            except OSError as exc:
+                self._broken(intended, classify(exc))
+                return False
+            t1 = clock()
+            self.busy = 0
+            if reply != REPLY:
+                self._broken(intended, self._bad_reply(reply))
+                return False
+            fire(request_type=REQUEST_TYPE, name="message", response_time=(t1 - intended) / 1e6, response_length=1)
+            rec_message((t1 - intended) // 1000)
+            rec_uncorrected((t1 - t0) // 1000)
+            rec_lag((t0 - intended) // 1000 if t0 > intended else 0)
+        return True
+
+    def _bad_reply(self, reply: bytes) -> TcpFailure:
+        if reply:
+            return UnexpectedReply(f"a reply other than '-' ({len(reply)} bytes)")
+        return ReplyTimeout() if self.expired else ClosedByServer()
+
+    def _broken(self, start: int, exc: TcpFailure) -> None:
+        """A message failed: report it and the session, and drop the connection."""
+        self.busy = 0
+        self._failure("message", start, exc)
+        self._failure("session", self.session_start, exc)
+        self.close()
+
+    def quit(self) -> bool:
+        """Send ``--quit--`` and wait until the server closes; report the session."""
+        sock = self.sock
+        if sock is None:
+            return False
+        self.sock = None
+        WATCHDOG.clients.discard(self)
+        try:
+            sock.settimeout(self.quit_timeout)
+            sock.sendall(QUIT)
+            while sock.recv(MAX_MESSAGE):  # drain a '-' left by an interrupted message
+                pass
+        except OSError as exc:
+            sock.close()
+            self._failure("session", self.session_start, classify(exc))
+            return False
+        end = perf_counter_ns()
+        sock.close()
+        self.fire(
+            request_type=REQUEST_TYPE, name="session", response_time=(end - self.session_start) / 1e6,
+            response_length=0, exception=None, context=self.context,
+        )  # fmt: skip
+        self.rec_session((end - self.session_start) // 1000)
+        return True
+
+    def close(self) -> None:
+        """Leave without ``--quit--`` (FIN): the server sees the peer close."""
+        sock, self.sock = self.sock, None
+        WATCHDOG.clients.discard(self)
+        if sock is not None:
+            sock.close()
+
+    def reset(self) -> None:
+        """Leave with a reset (SO_LINGER 0 -> RST): the server sees ECONNRESET."""
+        sock, self.sock = self.sock, None
+        WATCHDOG.clients.discard(self)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            sock.close()
+
+
+class Pacer:
+    """One user's open-loop schedule: its share of ``--rate``, from a random phase."""
+
+    def __init__(self, per_user_rate: float) -> None:
+        self.interval_ns = max(1, int(1e9 / per_user_rate))
+        self.next_ns = perf_counter_ns() + int(random.random() * self.interval_ns)
+
+
+class TcpUser(User):
+    """Abstract Locust user for the chat server; scenarios subclass it and add tasks."""
+
+    abstract = True
+    host = DEFAULT_HOST
+    connect_timeout = 5.0
+    reply_timeout = 10.0
+    quit_timeout = 2.0
+    backoff_min = 0.05
+    backoff_max = 1.0
+    _leave = itertools.count()
+
+    options: ScenarioOptions
+    client: TcpClient
+
+    def on_start(self) -> None:
+        self.client = None  # type: ignore[assignment]
+        self.pacer: Pacer | None = None
+        self._backoff = self.backoff_min
+
+    def _setup(self) -> None:
+        """Options and host, checked in a task (a bad value from the web UI: one log line, user stops)."""
+        try:
+            self.options = scenario_options(self.environment.parsed_options)
+            family, address = parse_host(self.host or DEFAULT_HOST)
+        except ValueError as exc:
+            LOG.error("%s", exc)
+            raise StopUser() from None
+        self.client = TcpClient(self, family, address)
+        self.payload = self.options.payload
+        if self.options.rate:
+            self.pacer = Pacer(self.options.rate / total_users(self.environment))
+
+    # -- building blocks for scenario tasks ---------------------------------------------
+    def connect(self) -> None:
+        """Connect, retrying with bounded exponential backoff; returns once connected."""
+        if self.client is None:
+            self._setup()
+        while not self.client.connect():
+            gevent.sleep(self._backoff * random.uniform(0.5, 1.0))
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+        self._backoff = self.backoff_min
+
+    def send_messages(self, count: int | None = None) -> bool:
+        """``count`` messages (default ``--messages-per-session``), open or closed loop."""
+        count = self.options.messages_per_session if count is None else count
+        if self.pacer is not None:
+            return self.client.messages_paced(count, self.payload, self.pacer)
+        return self.client.messages(count, self.payload, self.options.think_time)
+
+    def quit(self) -> bool:
+        return self.client.quit()
+
+    def leave_abruptly(self) -> None:
+        """Close or reset, alternately over all sessions of the process (half and half)."""
+        if next(TcpUser._leave) % 2:
+            self.client.reset()
+        else:
+            self.client.close()
+
+    def on_stop(self) -> None:
+        """The run stops: a connected user quits cleanly, so the server sees quits, not resets."""
+        if self.client is not None and self.client.connected:
+            self.client.busy = 0
+            self.client.quit()

@@ -1,0 +1,19 @@
+"""The tutorial's client at scale: connect, K messages each waiting for "-", --quit--, again.
+
+    locust -f scenarios/chat.py --host tcp://127.0.0.1:8000 [--messages-per-session 10]
+           [--message-size 12] [--think-time 0] [--rate 0] [--hdr-file results/chat.json]
+"""
+
+from __future__ import annotations
+
+from locust import task
+
+from harness.tcp import TcpUser
+
+
+class ChatUser(TcpUser):
+    @task
+    def chat(self) -> None:
+        self.connect()
+        if self.send_messages():
+            self.quit()

@@ -1,0 +1,15 @@
+"""A connection storm: connect, one message, --quit--, repeat (shows what the listen backlog does)."""
+
+from __future__ import annotations
+
+from locust import task
+
+from harness.tcp import TcpUser
+
+
+class ChurnUser(TcpUser):
+    @task
+    def churn(self) -> None:
+        self.connect()
+        if self.send_messages(1):
+            self.quit()
