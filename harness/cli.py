@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.addresses import parse_host
+from harness.locust_run import locust_args_ok
 from harness.checks import Check, CheckError, cell_metrics, evaluate, parse_check
 from harness.progress import make_progress
 from harness.results import ResultError, load_run
 from harness.sweep import SweepConfig, resolve_scenario, run_sweep
+from server.args import Parser
 from server.variants import VARIANTS
 
 DEFAULT_OUT = Path("swarmbench-results")
@@ -70,13 +72,15 @@ def check_expr(text: str) -> Check:
 
 
 def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
-    p.add_argument("--variants", type=variant_names, default=variant_names(defaults.get("variants", "threaded")), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))}")
-    p.add_argument("--users", type=user_counts, default=user_counts(defaults.get("users", "1,10,100")), help="concurrency levels (default %(default)s)")
-    p.add_argument("--duration", type=duration, default=duration(defaults.get("duration", "20s")), help="steady window of each cell (default %(default)ss)")
-    p.add_argument("--warmup", type=duration, default=duration(defaults.get("warmup", "5s")), help="dropped from each cell's figures (default %(default)ss)")
+    p.add_argument("--variants", type=variant_names, default=defaults.get("variants", "threaded"), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))} (default %(default)s)")
+    p.add_argument("--users", type=user_counts, default=defaults.get("users", "1,10,100"), help="concurrency levels (default %(default)s)")
+    p.add_argument("--duration", type=duration, default=defaults.get("duration", "20s"), help="steady window of each cell (default %(default)s)")
+    p.add_argument("--warmup", type=duration, default=defaults.get("warmup", "5s"), help="dropped from each cell's figures (default %(default)s)")
     p.add_argument("--scenario", default="chat", help="scenario file or shipped name (default %(default)s)")
     p.add_argument("--rate", type=float, default=None, help="open loop: messages/s over all users (default: closed loop)")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (--processes); 0: one process")
+    p.add_argument("--expect-workers", type=int, default=0, metavar="N", help="run Locust as master and wait for N workers (locust -f SCENARIO --worker --master-host HOST)")
+    p.add_argument("--master-bind", default="*:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s)")
     p.add_argument("--backlog", type=int, default=6, help="listen() backlog for started servers (default 6, the tutorial's)")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra argument for every started server (repeatable)")
     p.add_argument("--locust-arg", action="append", default=[], metavar="ARG", help="extra argument for Locust (repeatable), e.g. --locust-arg=--think-time=1")
@@ -89,7 +93,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, str]) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swarmbench", description="Load-test concurrent TCP servers with Locust.")
+    parser = Parser(prog="swarmbench", description="Load-test concurrent TCP servers with Locust.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="the main job: a short sweep of every variant, then the report")
     add_sweep_options(run, RUN_DEFAULTS)
@@ -115,8 +119,17 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
         raise UsageError(str(exc)) from None
     if args.duration < 1:
         raise UsageError("--duration must be at least 1s")
-    if args.workers < 0 or args.backlog < 1:
-        raise UsageError("--workers must be 0 or more and --backlog at least 1")
+    if args.workers < 0 or args.backlog < 1 or args.expect_workers < 0:
+        raise UsageError("--workers and --expect-workers must be 0 or more and --backlog at least 1")
+    if args.workers and args.expect_workers:
+        raise UsageError("--workers (local processes) and --expect-workers (a master) do not go together")
+    bind_host, _, bind_port = args.master_bind.rpartition(":")
+    if not bind_host or not bind_port.isdigit() or not 0 < int(bind_port) < 65536:
+        raise UsageError(f"--master-bind {args.master_bind!r}: expected HOST:PORT, e.g. *:5557")
+    try:
+        locust_args_ok(args.locust_arg)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.rate is not None and args.rate <= 0:
         raise UsageError("--rate must be more than 0")
     target = None
@@ -138,7 +151,8 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
         out=out, variants=variants, users=args.users, duration_s=args.duration, warmup_s=args.warmup,
         scenario=scenario, rate=args.rate, workers=args.workers, backlog=args.backlog,
         server_args=tuple(args.server_arg), locust_args=tuple(args.locust_arg), target=target,
-        target_pid=args.pid, argv=tuple(argv),
+        target_pid=args.pid, expect_workers=args.expect_workers,
+        master_bind=(bind_host.strip("[]"), int(bind_port)), argv=tuple(argv),
     )  # fmt: skip
 
 
@@ -168,6 +182,9 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(line, file=sys.stderr)
     for cell in failed:
         print(f"cell {cell.variant} u={cell.users} failed: {cell.error}", file=sys.stderr)
+    for cell in outcome.cells:
+        if cell.status == "server-died":
+            print(f"cell {cell.variant} u={cell.users}: the server died (exit code {cell.server.exit_code})", file=sys.stderr)
     return 1 if broken or failed else 0
 
 

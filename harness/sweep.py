@@ -55,6 +55,8 @@ class SweepConfig:
     locust_args: tuple[str, ...] = ()
     target: tuple[str, int] | None = None
     target_pid: int | None = None
+    expect_workers: int = 0
+    master_bind: tuple[str, int] = ("*", 5557)
     argv: tuple[str, ...] = ()
 
     def planned(self) -> list[tuple[str, int]]:
@@ -182,6 +184,8 @@ def run_cell(
         workers=cfg.workers,
         rate=cfg.rate,
         extra_args=cfg.locust_args,
+        expect_workers=cfg.expect_workers,
+        master_bind=cfg.master_bind,
     )
     sampler = Sampler(pid, port).start() if pid is not None and psutil.pid_exists(pid) else None
     before = kernel.read_tcp_counters()
@@ -342,6 +346,7 @@ def config_dict(cfg: SweepConfig) -> dict[str, object]:
         "locust_args": list(cfg.locust_args),
         "target": f"{cfg.target[0]}:{cfg.target[1]}" if cfg.target else None,
         "target_pid": cfg.target_pid,
+        "expect_workers": cfg.expect_workers,
         "python": sys.executable,
     }
 

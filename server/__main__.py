@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from server.args import Parser, non_negative_float, port_number, positive_int
 from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions
 from server.protocol import DEFAULT_BACKLOG, DEFAULT_HOST, DEFAULT_PORT
 from server.variants import VARIANTS
@@ -21,38 +22,8 @@ COMMON = frozenset({"variant", "host", "port", "backlog", "log_level", "delay_ms
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0: any free port), got {port}")
-    return port
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m server",
         description="Run one of Swarmbench's chat servers (the tutorial's protocol).",
     )

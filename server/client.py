@@ -13,13 +13,14 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from server.args import Parser, port_number
 from server.protocol import DEFAULT_HOST, DEFAULT_PORT, MAX_MESSAGE, QUIT, ReplyCounter, encode_message
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m server.client", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m server.client", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (default %(default)s)")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="server port (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for connect and for each reply")
     return parser
 
