@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import selectors
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -213,13 +213,13 @@ class BaseServer:
                 raise
 
     def wait_wake(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, waking at once on shutdown."""
-        sel = selectors.DefaultSelector()
-        try:
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            sel.select(timeout)
-        finally:
-            sel.close()
+        """Sleep up to ``timeout`` seconds, waking at once on shutdown.
+
+        Uses poll(), which needs no file descriptor: this runs when none are left.
+        """
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        poller.poll(timeout * 1000.0)
 
     @property
     def wake_socket(self) -> socket.socket:

@@ -1,0 +1,345 @@
+"""One conformance suite for every server variant: real processes, real sockets, ports from the OS.
+
+Each test runs once per entry of CONFIGS (every name in VARIANTS, plus the
+asyncio variant on uvloop). Variant-specific behaviour (the pool's queue,
+prefork's workers, the missing-uvloop error) is tested at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pytest
+
+from harness.servers import RunningServer
+from server.protocol import QUIT, REPLY
+from server.variants import VARIANTS
+from helpers import converse, cpu_seconds, read_to_eof, resources, run_clients, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (id, variant, extra command-line arguments)
+CONFIGS = [(name, name, ()) for name in VARIANTS] + [("asyncio-uvloop", "asyncio", ("--loop", "uvloop"))]
+
+Start = Callable[..., RunningServer]
+
+
+@pytest.fixture(params=CONFIGS, ids=[c[0] for c in CONFIGS])
+def config(request: pytest.FixtureRequest) -> tuple[str, tuple[str, ...]]:
+    _, variant, extra = request.param
+    if "uvloop" in extra and importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop is not installed (the project's uvloop extra)")
+    return variant, extra
+
+
+@pytest.fixture
+def serve(start: Start, config: tuple[str, tuple[str, ...]]) -> Callable[..., RunningServer]:
+    """``serve(**kwargs)``: start this test's configuration."""
+    variant, extra = config
+
+    def _serve(extra_args: tuple[str, ...] = (), **kwargs: object) -> RunningServer:
+        return start(variant, extra_args=(*extra, *extra_args), **kwargs)
+
+    return _serve
+
+
+def wait_logged(server: RunningServer, text: str, timeout: float = 5.0) -> str:
+    assert wait_for(lambda: text in server.log_text(), timeout), f"{text!r} not in the log:\n{server.log_text()[-2000:]}"
+    return server.log_text()
+
+
+def connection_lines(log: str, port: int) -> list[str]:
+    """The log lines of one connection, from ``Connected with`` to its ``closed`` line.
+
+    Lines naming another peer (the start-up probe's) are left out; lines naming
+    none are this connection's as long as it is the only one talking.
+    """
+    peer = f"127.0.0.1:{port}"
+    lines = [line for line in log.splitlines() if peer in line or "127.0.0.1:" not in line]
+    first = lines.index(f"Connected with {peer}")
+    last = lines.index(f"Connection {peer} closed", first)
+    return lines[first : last + 1]
+
+
+def assert_clean(server: RunningServer) -> None:
+    assert server.alive(), f"server died:\n{server.log_text()[-2000:]}"
+    assert "Traceback" not in server.log_text(), server.log_text()[-4000:]
+
+
+# -- the tutorial's walk-through ---------------------------------------------------
+def test_tutorial_walkthrough(serve: Callable[..., RunningServer]) -> None:
+    server = serve(log_level="INFO")
+    sessions = [[b"Zack"], [b"Python"], [b"world!", b"Anothny"]]
+    for messages in sessions:
+        port = converse(server.address, messages)
+        log = wait_logged(server, f"Connection 127.0.0.1:{port} closed")
+        expected = [f"Connected with 127.0.0.1:{port}"]
+        for message in messages:
+            expected += [
+                "Processing the input received from client",
+                f"Processed result: Hello {message.decode().upper()}",
+            ]
+        expected += [
+            "Processing the input received from client",
+            "Client is requesting to quit",
+            f"Connection 127.0.0.1:{port} closed",
+        ]
+        assert connection_lines(log, port) == expected
+    assert_clean(server)
+
+
+# -- load ---------------------------------------------------------------------------
+def test_200_concurrent_clients(serve: Callable[..., RunningServer]) -> None:
+    """200 clients at once, 20 round trips each: every reply is ``-`` (backlog 256: this is not the storm)."""
+    server = serve(backlog=256)
+    problems = run_clients(server.address, clients=200, messages=20, timeout=60.0)
+    assert problems == [], f"{len(problems)} clients failed, e.g. {problems[:5]}"
+    assert_clean(server)
+
+
+def test_connection_storm_against_backlog_6(serve: Callable[..., RunningServer]) -> None:
+    """500 concurrent connects against listen(6): SYNs are dropped and retried, all are served."""
+    server = serve(backlog=6)
+    problems = run_clients(server.address, clients=500, messages=1, timeout=30.0, spread=2.0)
+    assert problems == [], f"{len(problems)} clients failed, e.g. {problems[:5]}"
+    assert_clean(server)
+
+
+# -- bad clients --------------------------------------------------------------------
+def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
+    """Close, reset, half-close, invalid UTF-8, oversized, byte-at-a-time: nothing leaks or spins."""
+    server = serve()
+    address = server.address
+    converse(address, [b"warm up"])
+    time.sleep(0.2)
+    idle = resources(server.pid)
+
+    # Abrupt close, without quit.
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"hello")
+        assert sock.recv(16) == REPLY
+    # Reset (SO_LINGER 0), after a reply and with one in flight.
+    for wait_reply in (True, False):
+        sock = socket.create_connection(address, timeout=5)
+        sock.sendall(b"hello")
+        if wait_reply:
+            assert sock.recv(16) == REPLY
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    # Half-close: the server answers, sees EOF, closes; it must not spin meanwhile.
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"bye")
+        sock.shutdown(socket.SHUT_WR)
+        before = cpu_seconds(server.pid)
+        time.sleep(1.0)
+        used = cpu_seconds(server.pid) - before
+        assert read_to_eof(sock) == REPLY
+    assert used < 0.3, f"server used {used:.2f} s of CPU in 1 s with a half-closed client"
+    # Invalid UTF-8 is answered, the session goes on.
+    with socket.create_connection(address, timeout=5) as sock:
+        for message in (b"\xff\xfe\xfd", b"still here"):
+            sock.sendall(message)
+            assert sock.recv(16) == REPLY
+        sock.sendall(QUIT)
+        assert read_to_eof(sock) == b""
+    # Oversized: one reply per piece of at most 5120 bytes (how many depends on the reads).
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"x" * 12000)
+        time.sleep(0.1)
+        sock.sendall(QUIT)
+        replies = read_to_eof(sock)
+    assert len(replies) >= 3 and replies == REPLY * len(replies), replies
+    # Byte at a time, a two-byte character split across two messages.
+    with socket.create_connection(address, timeout=5) as sock:
+        for byte in "héllo".encode():
+            sock.sendall(bytes([byte]))
+            assert sock.recv(16) == REPLY
+        sock.sendall(QUIT)
+        assert read_to_eof(sock) == b""
+
+    converse(address, [b"after all that"])
+    back = wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), idle)), timeout=5.0)
+    assert back, f"threads and fds {resources(server.pid)} did not return to idle {idle}"
+    log = server.log_text()
+    assert "The input size is greater than expected 5120" in log
+    assert "Invalid UTF-8" in log
+    assert_clean(server)
+
+
+def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tuple[str, tuple[str, ...]]) -> None:
+    """EMFILE on accept: the server keeps serving the clients it holds, then serves those that waited.
+
+    uvloop is the exception: libuv sheds waiting connections (it accepts one on a
+    reserved descriptor and closes it) rather than leave them all queued.
+    """
+    server = serve()
+    allowed = {REPLY, b""} if "uvloop" in config[1] else {REPLY}
+    address = server.address
+    held = socket.create_connection(address, timeout=5)
+    held.sendall(b"first")
+    assert held.recv(16) == REPLY
+    procs = psutil.Process(server.pid).children() or [psutil.Process(server.pid)]
+    limits = {p.pid: p.rlimit(psutil.RLIMIT_NOFILE) for p in procs}
+    waiting: list[socket.socket] = []
+    try:
+        for proc in procs:
+            proc.rlimit(psutil.RLIMIT_NOFILE, (proc.num_fds() + 2, limits[proc.pid][1]))
+        for _ in range(5):  # more than the fds left, fewer than listen(6) queues
+            sock = socket.create_connection(address, timeout=5)
+            sock.sendall(b"queued")
+            waiting.append(sock)
+        time.sleep(0.5)
+        held.sendall(b"still served")
+        assert held.recv(16) == REPLY
+        for proc in procs:
+            proc.rlimit(psutil.RLIMIT_NOFILE, limits[proc.pid])
+        outcomes = [_reply_or_closed(sock) for sock in waiting]  # served once descriptors are back
+        assert set(outcomes) <= allowed, outcomes
+    finally:
+        for proc in procs:
+            if proc.is_running():
+                proc.rlimit(psutil.RLIMIT_NOFILE, limits[proc.pid])
+        for sock in waiting:
+            sock.close()
+    held.sendall(QUIT)
+    assert read_to_eof(held) == b""
+    held.close()
+    converse(address, [b"after"])
+    assert_clean(server)
+
+
+def _reply_or_closed(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(16)
+    except ConnectionResetError:  # shed with our message unread: a reset, not a FIN
+        return b""
+
+
+# -- stopping -------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_with_clients_connected(serve: Callable[..., RunningServer], signum: int) -> None:
+    server = serve()
+    workers = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
+    talking = socket.create_connection(server.address, timeout=5)
+    talking.sendall(b"hello")
+    assert talking.recv(16) == REPLY
+    silent = socket.create_connection(server.address, timeout=5)
+    half = socket.create_connection(server.address, timeout=5)
+    half.sendall(b"h")
+    try:
+        server.process.send_signal(signum)
+        try:
+            code = server.process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server still running 2 s after {signal.Signals(signum).name}")
+        assert code == 0, server.log_text()[-2000:]
+        assert not psutil.pid_exists(server.pid)
+        for pid in workers:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        for sock in (talking, silent):
+            try:
+                assert read_to_eof(sock) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in (talking, silent, half):
+            sock.close()
+    assert "Traceback" not in server.log_text()
+    assert server.log_text().rstrip().endswith("Server stopped")
+
+
+# -- variant-specific -----------------------------------------------------------------
+def test_pool_queues_connections_beyond_its_workers(start: Start) -> None:
+    server = start("pool", extra_args=("--workers", "2"))
+    first, second, third = (socket.create_connection(server.address, timeout=5) for _ in range(3))
+    try:
+        for sock in (first, second):
+            sock.sendall(b"served")
+            assert sock.recv(16) == REPLY
+        third.sendall(b"queued")
+        third.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            third.recv(16)  # both workers are busy with the first two
+        third.settimeout(5)
+        first.sendall(QUIT)
+        assert third.recv(16) == REPLY  # a worker is free: the queued connection is served
+    finally:
+        for sock in (first, second, third):
+            sock.close()
+
+
+def _listening_ports(proc: psutil.Process) -> list[int]:
+    return [c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+
+
+def _established(proc: psutil.Process, port: int) -> int:
+    return sum(1 for c in proc.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def test_prefork_workers_share_the_port(start: Start) -> None:
+    server = start("prefork", extra_args=("--processes", "2"), log_level="INFO")
+    parent = psutil.Process(server.pid)
+    assert wait_for(lambda: len(parent.children()) == 2, 5.0)
+    workers = parent.children()
+    assert _listening_ports(parent) == []  # the parent holds no listener: it would get a share
+    for worker in workers:
+        assert _listening_ports(worker) == [server.port]  # one SO_REUSEPORT listener each
+    clients = [socket.create_connection(server.address, timeout=5) for _ in range(40)]
+    try:
+        for sock in clients:
+            sock.sendall(b"hi")
+            assert sock.recv(16) == REPLY
+        counts = [_established(worker, server.port) for worker in workers]
+        assert sum(counts) == 40 and min(counts) > 0, f"the kernel did not spread connections: {counts}"
+    finally:
+        for sock in clients:
+            sock.close()
+    assert server.log_text().count("Serving on") == 1
+
+
+def test_prefork_logs_a_worker_that_dies(start: Start) -> None:
+    server = start("prefork", extra_args=("--processes", "2"))
+    parent = psutil.Process(server.pid)
+    assert wait_for(lambda: len(parent.children()) == 2, 5.0)
+    victim = parent.children()[0]
+    victim.kill()
+    wait_logged(server, f"(pid {victim.pid}) died (killed by SIGKILL); 1 of 2 left")
+    for _ in range(10):
+        converse(server.address, [b"still served"])
+    assert server.stop(timeout=3.0) == 0
+
+
+def _run_server(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    "args", [["pool", "--workers", "0"], ["prefork", "--processes", "x"], ["asyncio", "--loop", "trio"]]
+)
+def test_bad_options_are_one_line_errors(args: list[str]) -> None:
+    result = _run_server([*args, "--port", "0"])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "error:" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("variant", ["asyncio", "prefork"])
+def test_uvloop_missing_is_a_one_line_error(tmp_path: Path, variant: str) -> None:
+    (tmp_path / "uvloop.py").write_text("raise ImportError('No module named uvloop')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    result = _run_server([variant, "--loop", "uvloop", "--port", "0"], env=env)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == ["error: --loop uvloop: uvloop is not installed (pip install uvloop)"]
+    assert re.search(r"Serving on", result.stdout) is None
