@@ -117,8 +117,8 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
         scenario = resolve_scenario(args.scenario)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.duration < 1:
-        raise UsageError("--duration must be at least 1s")
+    if args.duration < 1 or args.duration != int(args.duration) or args.warmup != int(args.warmup):
+        raise UsageError("--duration and --warmup are whole seconds (Locust's -t is), --duration at least 1s")
     if args.workers < 0 or args.backlog < 1 or args.expect_workers < 0:
         raise UsageError("--workers and --expect-workers must be 0 or more and --backlog at least 1")
     if args.workers and args.expect_workers:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.servers import die_with_parent, no_interrupts
+
 #: A row of Locust's periodic console table for the request name "message".
 MESSAGE_ROW_RE = re.compile(r"^\S+\s+message\s+(\d+)\s.*\|\s*([\d.]+)\s+([\d.]+)\s*$", re.MULTILINE)
 #: Seconds Locust gets after its -t to send quits, merge and write its files.
@@ -124,6 +126,7 @@ def run_locust(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160", **(env or {})},
         )
     timed_out = False
@@ -140,7 +143,8 @@ def run_locust(
             except subprocess.TimeoutExpired:
                 pass
     except KeyboardInterrupt:
-        stop_group(proc)
+        with no_interrupts():
+            stop_group(proc)
         raise
     return LocustOutcome(tuple(argv), proc.returncode, timed_out, False, started, time.time())
 

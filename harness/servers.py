@@ -7,6 +7,7 @@ port. Its output goes to a log file that is kept.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -15,9 +16,36 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the harness dies, even by SIGKILL (Linux).
+
+    No imports or allocations here: it runs between fork and exec.
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C off while children are being stopped, so a second one can't orphan them."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to hold off
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 
 SERVING_RE = re.compile(r"^Serving on \[?([^\]\s]+?)\]?:(\d+) ", re.MULTILINE)
 
@@ -61,6 +89,10 @@ class RunningServer:
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; return the exit code."""
+        with no_interrupts():
+            return self._stop(timeout)
+
+    def _stop(self, timeout: float) -> int:
         if self.process.poll() is None:
             try:
                 self.process.send_signal(signal.SIGTERM)
@@ -129,8 +161,25 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: Ctrl-C on the harness doesn't hit it twice
+            preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    try:
+        return _await_ready(variant, process, log_path, argv, timeout)
+    except BaseException:
+        with no_interrupts():
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            process.wait()
+        raise
+
+
+def _await_ready(
+    variant: str, process: subprocess.Popen, log_path: Path, argv: list[str], timeout: float
+) -> RunningServer:
+    """Wait for the "Serving on" line, then for the port to accept."""
     deadline = time.monotonic() + timeout
     while True:
         text = log_path.read_text(errors="replace")
@@ -142,8 +191,6 @@ def start_server(
             last = text.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
             raise ServerStartError(f"server {variant!r} exited at start: {last[0]}")
         if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
             raise ServerStartError(f"server {variant!r} did not start within {timeout:.0f} s")
         time.sleep(0.02)
     wait_accepting(server.host, server.port, deadline - time.monotonic())

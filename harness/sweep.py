@@ -13,7 +13,6 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -189,12 +188,10 @@ def run_cell(
     )
     sampler = Sampler(pid, port).start() if pid is not None and psutil.pid_exists(pid) else None
     before = kernel.read_tcp_counters()
-    interrupted = False
     started = time.time()
     try:
         run = run_locust(job, progress.tick)
     except KeyboardInterrupt:
-        interrupted = True
         run = LocustOutcome(tuple(job.argv()), None, False, True, started, time.time())
     after = kernel.read_tcp_counters()
     samples = sampler.stop() if sampler is not None else []
@@ -237,8 +234,9 @@ def assemble_cell(
     elif error is None:
         error = f"Locust wrote no histogram file: {job.log_file.name} says: " + last_line(job.log_file)
     start = float(data["started_at"]) if data else run.started_at
-    t0 = math.ceil(start + cfg.warmup_s)
-    t1 = max(t0 + 1, math.floor(start + cfg.cell_seconds()))
+    t0, t1 = steady_window(data, start, cfg)
+    if t1 <= t0 and error is None and not run.interrupted:
+        error = "no steady window: Locust stopped before the warm-up ended (all users spawned late?)"
     latency: dict[str, Latency] = {}
     failures: dict[str, dict[str, int]] = {}
     timeline: tuple[TimePoint, ...] = ()
@@ -269,7 +267,7 @@ def assemble_cell(
         ended_at=run.ended_at,
         warmup_s=cfg.warmup_s,
         duration_s=cfg.duration_s,
-        throughput=messages / (t1 - t0),
+        throughput=messages / (t1 - t0) if t1 > t0 else 0.0,
         messages=messages,
         rate=cfg.rate,
         workers=cfg.workers,
@@ -290,6 +288,18 @@ def assemble_cell(
         error=error,
         run_id=cfg.out.name,
     )
+
+
+def steady_window(data: dict | None, start: float, cfg: SweepConfig) -> tuple[int, int]:
+    """Whole seconds after the warm-up and after the last user spawned, before Locust began to stop.
+
+    Locust arms ``-t`` before ``test_start``, so the planned end can fall after
+    the real stop; a second half-empty or holding the stop would bias the figures.
+    """
+    data = data or {}
+    begin = max(start + cfg.warmup_s, float(data.get("spawned_at") or start))
+    end = min(start + cfg.cell_seconds(), float(data.get("stopping_at") or math.inf), float(data.get("ended_at") or math.inf))
+    return math.ceil(begin), math.floor(end)
 
 
 def build_timeline(data: dict, samples: list[Sample], start: float) -> tuple[TimePoint, ...]:
@@ -350,5 +360,3 @@ def config_dict(cfg: SweepConfig) -> dict[str, object]:
         "python": sys.executable,
     }
 
-
-ProgressFactory = Callable[[SweepConfig], SweepProgress]

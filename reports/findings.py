@@ -65,7 +65,8 @@ def meets_slo(cell: CellResult, slo_ms: float) -> bool:
     lat = latency(cell)
     if lat is None:
         return False
-    share = cell.errors / (cell.errors + lat.count)
+    failed = sum(cell.failures.get("message", {}).values())  # messages only: a broken message also fails its session
+    share = failed / (failed + lat.count) if failed + lat.count else 0.0
     return lat.p99_us < slo_ms * 1000.0 and share <= MAX_FAILURE_SHARE
 
 
@@ -180,18 +181,18 @@ def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) 
             p99, p50 = conn.p99_us / 1000, conn.p50_us / 1000
             text = f"{where}: connect p99 jumps to {fmt_duration_ms(p99)} (p50 {fmt_duration_ms(p50)}). "
             if overflows > 0:
-                text += (f"The kernel counted {overflows:,} listen-queue overflows"
+                text += (f"The kernel counted {overflows:,} listen-queue overflows (machine-wide)"
                          + (f" and {retrans:,} SYN retransmissions" if retrans else "")
-                         + f" in this cell: the accept queue{queue} was full, SYNs were dropped and clients "
+                         + f" during this cell: the accept queue{queue} was full, SYNs were dropped and clients "
                          "retried after the 1 s SYN timeout.")
                 found.append(Finding("connect", "bad", text, variant, cell.users, p99))
             else:
-                text += ("The kernel counted no listen-queue overflows in this cell, so the listen queue "
+                text += ("The kernel counted no listen-queue overflows during this cell, so the listen queue "
                          "does not explain it.")
                 found.append(Finding("connect", "warn", text, variant, cell.users, p99))
         elif overflows > 0:
-            found.append(Finding("connect", "info", f"{where}: the listen queue{queue} overflowed {overflows:,} "
-                                 "times, yet connect p99 stayed under 1 s.", variant, cell.users, None))
+            found.append(Finding("connect", "info", f"{where}: listen queues overflowed {overflows:,} "
+                                 "times (machine-wide), yet connect p99 stayed under 1 s.", variant, cell.users, None))
     return found
 
 

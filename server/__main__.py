@@ -62,10 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         server = make_server(args)
-        server.open()
-    except BindError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -73,8 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def stop(signum: int, frame: object) -> None:
         server.shutdown()
 
+    # Before open(): once "Serving on" is printed, a signal must already mean "stop cleanly".
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    try:
+        server.open()
+    except BindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     server.serve_forever()
     return 0
 

@@ -63,12 +63,13 @@ class Session:
     (checked once per connection) and returns what the caller must send.
     """
 
-    __slots__ = ("conn", "peer", "verbose", "delay")
+    __slots__ = ("conn", "peer", "verbose", "delay", "warned")
 
     def __init__(self, peer: str, delay: float = 0.0, max_message: int = MAX_MESSAGE) -> None:
         self.conn = ServerConnection(max_message)
         self.peer = peer
         self.delay = delay
+        self.warned = False
         self.verbose = CONN_LOG.isEnabledFor(logging.INFO)
         if self.verbose:
             CONN_LOG.info("Connected with %s", peer)
@@ -91,11 +92,13 @@ class Session:
             elif kind is PeerClosed:
                 return replies, True
             elif kind is Oversized:
-                CONN_LOG.warning(
-                    "The input size is greater than expected %d (from %s): the message may be cut",
-                    event.size,
-                    self.peer,
-                )
+                if not self.warned:  # once a connection: a client of 5120-byte messages would flood the log
+                    self.warned = True
+                    CONN_LOG.warning(
+                        "The input size is greater than expected %d (from %s): the message may be cut",
+                        event.size,
+                        self.peer,
+                    )
             elif kind is Undecodable:
                 CONN_LOG.warning("Invalid UTF-8 from %s (%s): answered, not processed", self.peer, event.reason)
                 replies += 1

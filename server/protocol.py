@@ -108,8 +108,9 @@ class ServerConnection:
     ``receive_data(b"")`` means end of stream. Data longer than
     ``max_message`` (a server that reads with a larger buffer) is cut into
     ``max_message`` pieces so that every server behaves as ``recv(5120)`` does.
-    A UTF-8 character cut at a chunk boundary is carried over to the next chunk
-    instead of failing, as the tutorial's ``decode()`` did.
+    A UTF-8 character cut at the buffer's edge (a full ``max_message`` chunk) is
+    carried over to the next chunk instead of failing, as the tutorial's
+    ``decode()`` did; any other chunk is a whole message and decodes alone.
     """
 
     __slots__ = ("max_message", "closed", "_decoder")
@@ -143,8 +144,10 @@ class ServerConnection:
         return events
 
     def _piece(self, piece: bytes) -> Event:
+        # Only a chunk that filled the buffer can have been cut mid-character;
+        # a shorter one is a whole message, so it must decode on its own.
         try:
-            text = self._decoder.decode(piece)
+            text = self._decoder.decode(piece, len(piece) < self.max_message)
         except UnicodeDecodeError as exc:
             self._decoder.reset()
             return Undecodable(len(piece), exc.reason)

@@ -100,8 +100,8 @@ class ThreadedServer(BaseServer):
                 target=self._client_thread, args=(sock, format_address(address)), daemon=True
             )
             thread.start()
-        except RuntimeError:  # can't start new thread
-            LOG.exception("Thread did not start.")
+        except RuntimeError as exc:  # can't start new thread: one line, not a traceback per client
+            LOG.error("Thread did not start: %s (%d clients)", exc, len(self.clients))
             self.clients.discard(sock)
             sock.close()
 

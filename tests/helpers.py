@@ -15,6 +15,13 @@ import psutil
 from server.protocol import QUIT, REPLY
 
 
+def free_port() -> int:
+    """A port nobody listens on (for refused-connection tests; never bound by a server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last truth."""
     deadline = time.monotonic() + timeout

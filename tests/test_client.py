@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from typing import Callable
 
+from helpers import free_port, wait_for
+
 from harness.servers import RunningServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_client(port: int, stdin: str) -> subprocess.CompletedProcess[str]:
@@ -24,22 +18,13 @@ def run_client(port: int, stdin: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_client_sends_lines_and_quits(start: Callable[..., RunningServer]) -> None:
     server = start("threaded", log_level="INFO")
     result = run_client(server.port, "Zack\n\nPython\nquit\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Please enter 'quit' to exit\n -> ")
     assert result.stdout.count(" -> ") == 4  # the empty line is skipped, not sent
-    assert wait_for(lambda: "Client is requesting to quit" in server.log_text())
+    assert wait_for(lambda: "Client is requesting to quit" in server.log_text(), 2.0)
     log = server.log_text()
     assert log.index("Processed result: Hello ZACK") < log.index("Processed result: Hello PYTHON")
     assert log.index("Processed result: Hello PYTHON") < log.index("Client is requesting to quit")
@@ -49,7 +34,7 @@ def test_end_of_input_quits_cleanly(start: Callable[..., RunningServer]) -> None
     server = start("threaded", log_level="INFO")
     result = run_client(server.port, "world!\nAnothny")
     assert result.returncode == 0, result.stderr
-    assert wait_for(lambda: "Client is requesting to quit" in server.log_text())
+    assert wait_for(lambda: "Client is requesting to quit" in server.log_text(), 2.0)
     assert "Processed result: Hello ANOTHNY" in server.log_text()
 
 

@@ -71,10 +71,17 @@ def test_invalid_utf8_is_an_event_not_an_exception_and_the_connection_goes_on() 
     assert conn.receive_data(b"good") == [Message("good", "Hello GOOD")]
 
 
-def test_utf8_character_cut_between_chunks_is_carried_over() -> None:
-    data = "café".encode()
-    events = feed(data[:4], data[4:])  # "caf" + first byte of "é", then its second byte
-    assert events == [Message("caf", "Hello CAF"), Message("é", "Hello É")]
+def test_utf8_character_cut_at_the_buffer_edge_is_carried_over() -> None:
+    data = b"a" * (MAX_MESSAGE - 1) + "é".encode()  # the 5120 cut falls inside "é"
+    events = feed(data[:MAX_MESSAGE], data[MAX_MESSAGE:])
+    assert [e.__class__ for e in events] == [Oversized, Message, Message]
+    assert events[1].text == "a" * (MAX_MESSAGE - 1) and events[2].text == "é"
+
+
+def test_a_short_message_ending_mid_character_does_not_poison_the_next() -> None:
+    conn = ServerConnection()
+    assert isinstance(conn.receive_data(b"abc\xe2")[0], Undecodable)  # a whole message, not UTF-8
+    assert conn.receive_data(b"hello") == [Message("hello", "Hello HELLO")]
 
 
 def test_more_than_5120_bytes_is_cut_as_recv_5120_would_and_flagged() -> None:
@@ -88,11 +95,11 @@ def test_more_than_5120_bytes_is_cut_as_recv_5120_would_and_flagged() -> None:
 
 
 def test_oversized_multibyte_text_cut_mid_character_does_not_fail() -> None:
-    data = ("é" * MAX_MESSAGE).encode()  # 10240 bytes, 2 bytes a character
-    events = feed(data[:MAX_MESSAGE - 1], data[MAX_MESSAGE - 1 :])
+    data = b"a" + ("é" * 6000).encode()  # 12001 bytes: both 5120 cuts fall inside an "é"
+    events = feed(data)
     assert not any(isinstance(e, Undecodable) for e in events)
-    text = "".join(e.text for e in events if isinstance(e, Message))
-    assert text == "é" * MAX_MESSAGE
+    assert [e.__class__ for e in events] == [Oversized, Message, Oversized, Message, Message]
+    assert "".join(e.text for e in events if isinstance(e, Message)) == "a" + "é" * 6000
 
 
 def test_quit_inside_oversized_data_stops_processing() -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import free_port, wait_for
 
 from harness.results import load_run
 
@@ -28,15 +27,6 @@ def swarmbench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[
 
 def start_sweep(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def server_pids(cells) -> set[int]:  # type: ignore[no-untyped-def]
@@ -155,12 +145,6 @@ def test_compare_flags_a_variant_slowed_on_purpose_and_checks_set_the_exit_code(
     assert same.returncode == 0, same.stderr
     impossible = swarmbench("compare", str(before), str(before), "--out", str(tmp_path / "x.html"), "--check", "throughput>=1e12")
     assert impossible.returncode == 1 and "throughput" in impossible.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(

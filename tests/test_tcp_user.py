@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,13 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import free_port
 
 from harness.histograms import load_histogram_file, summarize, window, window_failures
 from harness.servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def locust_argv(scenario: str, *args: str) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Callable
 
 import psutil
 import pytest
+from helpers import free_port
 
 from harness.servers import RunningServer, wait_accepting
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
@@ -42,12 +43,6 @@ class Target:
     port: int
     pid: int
     output: Callable[[], str]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
