@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -21,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-import psutil
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.addresses import parse_host
+from harness.health import CpuMonitor
 from harness.histograms import Recorder
+from harness.machine import raise_nofile_limit
+from harness.sources import MAX_ADDRESSES
 from server.protocol import MAX_MESSAGE
 
 LOG = logging.getLogger("swarmbench")
@@ -34,6 +35,8 @@ LOG = logging.getLogger("swarmbench")
 DEFAULT_HOST = "tcp://127.0.0.1:8000"
 DEFAULT_MESSAGES_PER_SESSION = 10
 DEFAULT_MESSAGE_SIZE = 12
+#: Past the SYN resends of a full listen queue (1, 3, 7, 15, 31 s): a slow connect is a measurement.
+DEFAULT_CONNECT_TIMEOUT = 35.0
 #: A process above this share of one core is saturated: its figures describe the generator.
 SATURATED_PERCENT = 90.0
 _TEXT = b"Hello, world! "
@@ -47,6 +50,8 @@ class ScenarioOptions:
     message_size: int = DEFAULT_MESSAGE_SIZE
     think_time: float = 0.0
     rate: float = 0.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    source_addresses: int = 0  # 0: as many as the user count needs (harness.sources.auto_count)
 
     @property
     def payload(self) -> bytes:
@@ -63,6 +68,8 @@ def scenario_options(parsed: Any) -> ScenarioOptions:
         message_size=int(getattr(parsed, "message_size", DEFAULT_MESSAGE_SIZE)),
         think_time=float(getattr(parsed, "think_time", 0.0) or 0.0),
         rate=float(getattr(parsed, "rate", 0.0) or 0.0),
+        connect_timeout=float(getattr(parsed, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
+        source_addresses=int(getattr(parsed, "source_addresses", 0) or 0),
     )
     if opts.messages_per_session < 1:
         raise ValueError(f"--messages-per-session must be at least 1 (got {opts.messages_per_session})")
@@ -75,6 +82,10 @@ def scenario_options(parsed: Any) -> ScenarioOptions:
         raise ValueError(f"--think-time must be a number of seconds >= 0 (got {opts.think_time})")
     if opts.rate < 0 or not math.isfinite(opts.rate):
         raise ValueError(f"--rate must be messages per second >= 0 (got {opts.rate})")
+    if not 0 < opts.connect_timeout < 3600:
+        raise ValueError(f"--connect-timeout must be seconds in (0, 3600) (got {opts.connect_timeout})")
+    if not 0 <= opts.source_addresses <= MAX_ADDRESSES:
+        raise ValueError(f"--source-addresses must be 0 (automatic) or 1..{MAX_ADDRESSES} (got {opts.source_addresses})")
     if opts.rate and opts.think_time:
         raise ValueError("--rate and --think-time exclude each other: the rate sets the pace")
     return opts
@@ -94,50 +105,15 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     add("--rate", type=float, default=0.0, include_in_web_ui=True, env_var="SWARMBENCH_RATE",
         help="open loop: messages per second over all users, latency measured from the intended "
              "send time (default 0: closed loop)")
+    add("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT, include_in_web_ui=True,
+        env_var="SWARMBENCH_CONNECT_TIMEOUT",
+        help="seconds before a connect counts as failed (default 35: SYNs a full listen queue dropped "
+             "are resent after 1, 3, 7, 15 and 31 s; those slow connects are measurements)")
+    add("--source-addresses", type=int, default=0, include_in_web_ui=True, env_var="SWARMBENCH_SOURCE_ADDRESSES",
+        help="source addresses 127.0.0.1, 127.0.0.2, ... for an IPv4 loopback target (default 0: "
+             "as many as the users need, one per ~14k connections, more if ports run out)")
     add("--hdr-file", type=str, default="", include_in_web_ui=True, env_var="SWARMBENCH_HDR_FILE",
         help="write µs histograms here (JSON), with one .hgrm per request name next to it")  # fmt: skip
-
-
-class CpuMonitor:
-    """This process's CPU use, sampled once a second (the first sample is dropped)."""
-
-    def __init__(self, role: str) -> None:
-        self.role = role
-        self.process = psutil.Process()
-        self.samples: list[float] = []
-        self.cpu_start = self._cpu()
-        self.cpu_seconds = 0.0
-        self.greenlet = gevent.spawn(self._run)
-
-    def _cpu(self) -> float:
-        times = self.process.cpu_times()
-        return times.user + times.system
-
-    def _run(self) -> None:
-        self.process.cpu_percent(None)
-        gevent.sleep(1.0)
-        self.process.cpu_percent(None)  # the first second (start-up, spawning) is ignored
-        while True:
-            gevent.sleep(1.0)
-            self.samples.append(self.process.cpu_percent(None))
-
-    def stop(self) -> None:
-        self.greenlet.kill(block=False)
-        self.cpu_seconds = self._cpu() - self.cpu_start
-
-    def summary(self) -> dict[str, Any]:
-        samples = self.samples
-        if self.greenlet.dead is False:
-            self.cpu_seconds = self._cpu() - self.cpu_start
-        return {
-            "role": self.role,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "cpu_percent_mean": round(sum(samples) / len(samples), 1) if samples else 0.0,
-            "cpu_percent_max": round(max(samples), 1) if samples else 0.0,
-            "cpu_seconds": round(self.cpu_seconds, 4),
-            "samples": len(samples),
-        }
 
 
 class Run:
@@ -152,11 +128,15 @@ class Run:
         self.stopping_at: float | None = None
         self.ended_at: float | None = None
         self.users = 0
-        self.cpu = CpuMonitor(role)
+        self.cpu = CpuMonitor(role, self._local_users)
         self.remote_cpu: dict[str, dict[str, Any]] = {}
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
         self.written = False
+
+    def _local_users(self) -> int:
+        runner = getattr(self.environment, "runner", None)
+        return 0 if self.role == "master" or runner is None else int(runner.user_count)
 
     def _rotate(self) -> None:
         """Close each wall-clock second's buffers just after the second ends."""
@@ -188,9 +168,19 @@ class Run:
         return self.recorder.count("message") / max(end - self.started_at, 1e-9)
 
     def generator(self) -> dict[str, Any]:
+        """Every process's health (this one and each worker's last report) and the saturated mark."""
         processes = [self.cpu.summary(), *self.remote_cpu.values()]
-        peak = max((p["cpu_percent_max"] for p in processes), default=0.0)
-        return {"processes": processes, "cpu_percent_max": peak, "saturated": peak > SATURATED_PERCENT}
+        steady = [p["cpu_percent_max_steady"] for p in processes if p.get("cpu_percent_max_steady") is not None]
+        whole = max((p["cpu_percent_max"] for p in processes), default=0.0)
+        peak = max(steady) if steady else whole
+        return {
+            "processes": processes,
+            "cpu_percent_max": peak,  # from spawning-complete on, when known
+            "cpu_percent_max_all": whole,
+            "rss_bytes_total": sum(p.get("rss_bytes_max", 0) for p in processes),
+            "users_max": sum(p.get("users_max", 0) for p in processes),
+            "saturated": peak > SATURATED_PERCENT,
+        }
 
     def write(self, path: Path) -> dict[str, Any]:
         opts = scenario_options(self.environment.parsed_options)
@@ -259,6 +249,7 @@ def _on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
     STATE.role = (
         "master" if isinstance(runner, MasterRunner) else "worker" if isinstance(runner, WorkerRunner) else "local"
     )
+    raise_nofile_limit()  # Locust raises it only to 10,000: not enough for 10,000 users and the rest
     if STATE.role == "worker" or environment.parsed_options is None:
         return
 
@@ -281,6 +272,10 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
     STATE.environment = environment
     STATE.run = Run(environment, STATE.role)
     STATE.run.users = total_users(environment)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if STATE.role == "local" and STATE.run.users + 256 > soft:
+        LOG.warning("Swarmbench: %d users but only %d file descriptors (ulimit -n): connects will fail "
+                    "with EMFILE; raise the hard limit or use --processes", STATE.run.users, soft)
     if STATE.role == "master" and environment.parsed_options is not None:
         # a custom option travels to the workers with every spawn message
         environment.parsed_options.swarmbench_users = environment.runner.target_user_count
@@ -290,14 +285,14 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
 def _on_spawning_complete(user_count: int = 0, **_kw: Any) -> None:
     run = STATE.run
     if run is not None and run.spawned_at is None:
-        run.spawned_at = time.time()
+        run.spawned_at = run.cpu.steady_from = time.time()
         run.users = max(run.users, int(user_count or 0))
 
 
 @events.test_stopping.add_listener
 def _on_test_stopping(**_kw: Any) -> None:
     if STATE.run is not None and STATE.run.stopping_at is None:
-        STATE.run.stopping_at = time.time()
+        STATE.run.stopping_at = STATE.run.cpu.steady_until = time.time()
 
 
 @events.test_stop.add_listener

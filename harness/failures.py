@@ -1,0 +1,59 @@
+"""The TCP user's failure classes: small, so Locust's failure table groups them by kind.
+
+Each message names an errno, never an address.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class TcpFailure(Exception):
+    text = "tcp failure"
+
+    def __init__(self, text: str | None = None) -> None:
+        super().__init__(text or self.text)
+
+
+class ConnectRefused(TcpFailure):
+    text = "connection refused"
+
+
+class ConnectTimeout(TcpFailure):
+    text = "connect timed out"
+
+
+class ConnectFailed(TcpFailure):
+    text = "connect failed"
+
+
+class ResetByServer(TcpFailure):
+    text = "connection reset by the server"
+
+
+class ReplyTimeout(TcpFailure):
+    text = "no reply in time"
+
+
+class ClosedByServer(TcpFailure):
+    text = "the server closed the connection"
+
+
+class UnexpectedReply(TcpFailure):
+    text = "a reply other than '-'"
+
+
+class SocketFailure(TcpFailure):
+    text = "socket error"
+
+
+def classify(exc: OSError, connecting: bool = False) -> TcpFailure:
+    """Map an OSError to a failure class (the message names the errno, never an address)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectRefused()
+    if isinstance(exc, TimeoutError):
+        return ConnectTimeout() if connecting else ReplyTimeout()
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return ResetByServer()
+    name = exc.__class__.__name__ if exc.errno is None else errno.errorcode.get(exc.errno, str(exc.errno))
+    return ConnectFailed(f"connect failed: {name}") if connecting else SocketFailure(f"socket error: {name}")

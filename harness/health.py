@@ -1,0 +1,80 @@
+"""Generator health: each Locust process's CPU and memory, so a run can say when it measured itself.
+
+Imported by :mod:`harness.locust_plugin`; every process (local, master, each
+worker) keeps one monitor, and workers ship its summary to the master.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import psutil
+
+
+class CpuMonitor:
+    """This process's CPU and memory, sampled once a second (the first second is dropped).
+
+    Saturation is judged between spawning-complete and stopping (``steady_from``,
+    ``steady_until``): spawning or stopping thousands of users at once peaks
+    outside the window any figure uses.
+    """
+
+    def __init__(self, role: str, users: Callable[[], int] = lambda: 0) -> None:
+        self.role = role
+        self.users = users
+        self.process = psutil.Process()
+        self.samples: list[tuple[float, float]] = []  # (time.time() at the end of the second, % of a core)
+        self.rss_max = 0
+        self.users_max = 0
+        self.steady_from: float | None = None
+        self.steady_until = math.inf
+        self.cpu_start = self._cpu()
+        self.cpu_seconds = 0.0
+        self.greenlet = gevent.spawn(self._run)
+
+    def _cpu(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def _run(self) -> None:
+        process = self.process
+        process.cpu_percent(None)
+        gevent.sleep(1.0)
+        process.cpu_percent(None)  # the first second (start-up, spawning) is ignored
+        while True:
+            gevent.sleep(1.0)
+            with process.oneshot():
+                self.samples.append((time.time(), process.cpu_percent(None)))
+                self.rss_max = max(self.rss_max, process.memory_info().rss)
+            self.users_max = max(self.users_max, self.users())
+
+    def stop(self) -> None:
+        self.greenlet.kill(block=False)
+        self.cpu_seconds = self._cpu() - self.cpu_start
+
+    def summary(self) -> dict[str, Any]:
+        values = [p for _, p in self.samples]
+        steady_from, until = self.steady_from, self.steady_until
+        steady = [p for t, p in self.samples if steady_from is not None and steady_from + 1.0 <= t <= until]
+        if self.greenlet.dead is False:
+            self.cpu_seconds = self._cpu() - self.cpu_start
+        return {
+            "role": self.role,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "cpu_percent_mean": round(sum(values) / len(values), 1) if values else 0.0,
+            "cpu_percent_max": round(max(values), 1) if values else 0.0,
+            "cpu_percent_max_steady": round(max(steady), 1) if steady else None,
+            "cpu_seconds": round(self.cpu_seconds, 4),
+            "samples": len(values),
+            "users_max": self.users_max,
+            "rss_bytes_max": self.rss_max,
+            "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        }
