@@ -11,8 +11,10 @@ import argparse
 import errno
 import logging
 import select
+import selectors
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -214,6 +216,22 @@ class BaseServer:
                     self.wait_wake(0.1)
                     return accepted
                 raise
+
+    def accept_loop(self, handle: Callable[[socket.socket, tuple], None]) -> None:
+        """Wait for connections (or shutdown) and pass each to ``handle``: the thread-based designs' loop."""
+        sel = selectors.DefaultSelector()
+        assert self.listener is not None
+        sel.register(self.listener, selectors.EVENT_READ)
+        sel.register(self.wake_socket, selectors.EVENT_READ)
+        try:
+            while not self.stopping:
+                sel.select()
+                if self.stopping:
+                    break
+                for sock, address in self.accept_ready():
+                    handle(sock, address)
+        finally:
+            sel.close()
 
     def wait_wake(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, waking at once on shutdown.

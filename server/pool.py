@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import queue
-import selectors
 import socket
 import threading
 import time
@@ -50,21 +49,12 @@ class PoolServer(BaseServer):
             thread = threading.Thread(target=self._worker, name=f"worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        sel = selectors.DefaultSelector()
-        assert self.listener is not None
-        sel.register(self.listener, selectors.EVENT_READ)
-        sel.register(self.wake_socket, selectors.EVENT_READ)
-        try:
-            while not self.stopping:
-                sel.select()
-                if self.stopping:
-                    break
-                for sock, address in self.accept_ready():
-                    sock.setblocking(True)
-                    self.clients.add(sock)
-                    self._queue.put((sock, address))
-        finally:
-            sel.close()
+        self.accept_loop(self._enqueue)
+
+    def _enqueue(self, sock: socket.socket, address: tuple) -> None:
+        sock.setblocking(True)
+        self.clients.add(sock)
+        self._queue.put((sock, address))
 
     def _worker(self) -> None:
         recv_size, delay = self.options.recv_size, self.options.delay

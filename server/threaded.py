@@ -9,7 +9,6 @@ longer kill the thread without closing its socket; SIGINT/SIGTERM stop it.
 
 from __future__ import annotations
 
-import selectors
 import socket
 import threading
 import time
@@ -78,19 +77,7 @@ class ThreadedServer(BaseServer):
         self.clients = ClientRegistry()
 
     def serve(self) -> None:
-        sel = selectors.DefaultSelector()
-        assert self.listener is not None
-        sel.register(self.listener, selectors.EVENT_READ)
-        sel.register(self.wake_socket, selectors.EVENT_READ)
-        try:
-            while not self.stopping:
-                sel.select()
-                if self.stopping:
-                    break
-                for sock, address in self.accept_ready():
-                    self.start_client(sock, address)
-        finally:
-            sel.close()
+        self.accept_loop(self.start_client)
 
     def start_client(self, sock: socket.socket, address: tuple) -> None:
         sock.setblocking(True)
