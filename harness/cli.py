@@ -25,12 +25,14 @@ from server.args import Parser
 from server.variants import VARIANTS
 
 DEFAULT_OUT = Path("swarmbench-results")
-#: `swarmbench run`: the README's main job, about two minutes on two cores.
-RUN_DEFAULTS = {
+#: `swarmbench run`: the README's main job, about two and a half minutes on two cores. Sessions of
+#: 1000 messages hold every connection open, so a design's threads meet its connections.
+RUN_DEFAULTS: dict[str, object] = {
     "variants": "threaded,pool,selectors,asyncio,prefork",
     "users": "10,100,500",
-    "duration": "5s",
-    "warmup": "2s",
+    "duration": "4s",
+    "warmup": "3s",
+    "locust_arg": ["--messages-per-session=1000"],
 }
 
 
@@ -71,7 +73,7 @@ def check_expr(text: str) -> Check:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
+def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
     p.add_argument("--variants", type=variant_names, default=defaults.get("variants", "threaded"), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))} (default %(default)s)")
     p.add_argument("--users", type=user_counts, default=defaults.get("users", "1,10,100"), help="concurrency levels (default %(default)s)")
     p.add_argument("--duration", type=duration, default=defaults.get("duration", "20s"), help="steady window of each cell (default %(default)s)")
@@ -83,7 +85,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, str]) -> N
     p.add_argument("--master-bind", default="*:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s)")
     p.add_argument("--backlog", type=int, default=6, help="listen() backlog for started servers (default 6, the tutorial's)")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra argument for every started server (repeatable)")
-    p.add_argument("--locust-arg", action="append", default=[], metavar="ARG", help="extra argument for Locust (repeatable), e.g. --locust-arg=--think-time=1")
+    p.add_argument("--locust-arg", action="append", default=list(defaults.get("locust_arg", [])), metavar="ARG", help="extra argument for Locust (repeatable), e.g. --locust-arg=--think-time=1")
     p.add_argument("--target", default=None, metavar="HOST:PORT", help="sweep a server you run (loopback only) instead of starting variants")
     p.add_argument("--pid", type=int, default=None, help="with --target: the server's PID, to sample it")
     p.add_argument("--out", type=Path, default=None, help=f"results folder (default {DEFAULT_OUT}/RUN-ID); must be new")

@@ -172,6 +172,7 @@ def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) 
     """Connect p99 of ~1 s or more is the SYN retry timeout: say whether the listen queue explains it."""
     found = []
     queue = f" (backlog {backlog})" if backlog is not None else ""
+    quiet: list[tuple[int, int]] = []  # (users, overflows) where connects stayed fast
     for cell in cells:
         conn = latency(cell, CONNECT)
         overflows = kernel_counter(cell, "ListenOverflows")
@@ -191,8 +192,11 @@ def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) 
                          "does not explain it.")
                 found.append(Finding("connect", "warn", text, variant, cell.users, p99))
         elif overflows > 0:
-            found.append(Finding("connect", "info", f"{where}: listen queues overflowed {overflows:,} "
-                                 "times (machine-wide), yet connect p99 stayed under 1 s.", variant, cell.users, None))
+            quiet.append((cell.users, overflows))
+    if quiet:
+        levels = ", ".join(f"{users_word(u)} ({n:,})" for u, n in quiet)
+        found.append(Finding("connect", "info", f"{variant}: listen queues overflowed (machine-wide counts) at "
+                             f"{levels}, yet connect p99 stayed under 1 s.", variant, quiet[-1][0], None))
     return found
 
 
