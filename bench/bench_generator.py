@@ -1,210 +1,426 @@
 """How much does the load generator cost? Messages/s and generator CPU µs per message.
 
-One server (the asyncio/uvloop variant when server/variants.py has one, else the
-threaded reference), then for 1, 10 and 100 connections: a bare gevent socket
-loop, a bare asyncio loop (uvloop when installed) and the Locust ``TcpUser``
-(scenarios/chat.py, headless, as a subprocess). Each client runs in its own
-process, so its CPU time is its own. Prints the Locust user's ratios against
-the bare loops.
+One server, then at each connection count a bare gevent socket loop, a bare
+asyncio loop (uvloop when installed) and the Locust ``TcpUser``
+(scenarios/chat.py, headless), each in its own process, interleaved
+(gevent, asyncio, locust, gevent, ...) ``--repeat`` times so drift on a shared
+machine hits all three alike. Every client sends the same 12 bytes (chat.py's
+default message) and waits for one ``-``. By default nobody reconnects (Locust
+gets --messages-per-session 10**9): the figure of interest is the per-message
+path, and connect/accept costs are the kernel's and the server's; with
+``--messages-per-session K`` all three quit and reconnect every K messages.
 
-    python bench/bench_generator.py [--duration 10] [--connections 1,10,100] [--server VARIANT]
+All clients are measured the same way from here: once the server sees every
+connection (spawning done), a window of ``--duration`` whole wall-clock seconds;
+the client's CPU (user+sys) from /proc at its two ends, its messages from its
+per-second counts (Locust's: the --hdr-file's per-second histograms), the
+server tree's CPU% from harness.sampler, and the machine's busy CPU.
+
+    python bench/bench_generator.py [--duration 3] [--repeat 3] [--connections 1,10,100]
+                                    [--server "asyncio --loop uvloop"] [--messages-per-session 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.servers import ServerStartError, start_server  # noqa: E402
+from harness.histograms import load_histogram_file  # noqa: E402
+from harness.kernel import ConnectionCounter  # noqa: E402
+from harness.sampler import Sampler, summarize  # noqa: E402
+from harness.servers import RunningServer, ServerStartError, die_with_parent, start_server  # noqa: E402
+from server.protocol import MAX_MESSAGE, QUIT, REPLY  # noqa: E402
 
+#: chat.py's default message (harness.locust_plugin: --message-size 12 of "Hello, world! ..."): same bytes.
 PAYLOAD = b"Hello, world"
-RECV = 5120
+CLIENTS = ("gevent", "asyncio", "locust")
+#: Measured on this 2-core VM (see the module's report): uvloop's single process leaves the
+#: generator a whole core; prefork --processes 2 competes with it for the second one.
+DEFAULT_SERVER = "asyncio --loop uvloop"
+NEVER = 10**9  # messages per session meaning "no reconnects"
+SETTLE_S = 0.5  # after the last connection, before the window's first whole second
+SATURATED = 90.0  # % of a core
+TARGET_CPU, TARGET_RATE, TARGET_LEVELS = 1.15, 0.85, (10, 100)
 
 
-def pick_variant() -> str:
-    """The uvloop/asyncio variant if one is registered, else the threaded reference."""
-    from server.variants import VARIANTS
-
-    for wanted in ("uvloop", "asyncio"):
-        for name in VARIANTS:
-            if wanted in name:
-                return name
-    return "threaded"
+# -- the bare clients (each runs in a child process: --client KIND); SIGTERM ends them ----------
+def _to_next_second() -> float:
+    """Seconds to sleep until just after the next wall-clock second starts (as Locust's per-second rotator)."""
+    now = time.time()
+    return math.floor(now) + 1.0005 - now
 
 
-# -- the bare clients (each runs in a child process: --client KIND) -------------------------------
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def gevent_client(host: str, port: int, conns: int, duration: float) -> dict[str, float]:
+def gevent_client(host: str, port: int, conns: int, per_session: int, limit: float) -> dict[str, object]:
     import gevent
     from gevent import socket as gsocket
 
-    socks = [gsocket.create_connection((host, port)) for _ in range(conns)]
-    for s in socks:
+    stop = [False]
+    counts, ticks = [0] * conns, {}
+    gevent.signal_handler(signal.SIGTERM, lambda: stop.__setitem__(0, True))
+    gevent.spawn_later(limit, lambda: stop.__setitem__(0, True))
+
+    def connect() -> gsocket.socket:
+        s = gsocket.create_connection((host, port))
         s.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-    counts = [0] * conns
-    deadline = time.perf_counter() + duration
+        return s
 
-    def loop(i: int, s: gsocket.socket) -> None:
-        n, clock = 0, time.perf_counter
-        while clock() < deadline:
-            s.sendall(PAYLOAD)
-            s.recv(RECV)
-            n += 1
-        counts[i] = n
-
-    cpu0, t0 = _cpu(), time.perf_counter()
-    gevent.joinall([gevent.spawn(loop, i, s) for i, s in enumerate(socks)])
-    cpu1, t1 = _cpu(), time.perf_counter()
-    for s in socks:
-        s.sendall(b"--quit--")
+    def quit_(s: gsocket.socket) -> None:
+        s.sendall(QUIT)
+        while s.recv(MAX_MESSAGE):
+            pass
         s.close()
-    return {"messages": sum(counts), "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0}
+
+    def loop(i: int) -> None:
+        s, size, left = connect(), len(PAYLOAD), per_session
+        while not stop[0]:
+            if s.send(PAYLOAD) != size:
+                raise RuntimeError("short send")
+            if s.recv(MAX_MESSAGE) != REPLY:
+                raise RuntimeError("a reply other than '-'")
+            counts[i] += 1
+            left -= 1
+            if not left:
+                quit_(s)
+                s, left = connect(), per_session
+        quit_(s)
+
+    def ticker() -> None:
+        while not stop[0]:
+            gevent.sleep(_to_next_second())
+            ticks[int(time.time())] = sum(counts)  # messages so far, at the start of each second
+
+    tick = gevent.spawn(ticker)
+    loops = [gevent.spawn(loop, i) for i in range(conns)]
+    gevent.joinall(loops, raise_error=True)
+    tick.kill()
+    return {"ticks": ticks, "flavour": "gevent"}
 
 
-def asyncio_client(host: str, port: int, conns: int, duration: float) -> dict[str, float]:
+def asyncio_client(host: str, port: int, conns: int, per_session: int, limit: float) -> dict[str, object]:
+    """Protocols (callbacks), asyncio's fastest API: the loop's sock_recv/sock_sendall cost about 3x more per message."""
     import asyncio
     import socket
 
     try:
         import uvloop
 
-        loop = uvloop.new_event_loop()
-        flavour = "uvloop"
+        loop, flavour = uvloop.new_event_loop(), "uvloop"
     except ImportError:
-        loop = asyncio.new_event_loop()
-        flavour = "asyncio"
-    counts = [0] * conns
-    deadline = time.perf_counter() + duration
+        loop, flavour = asyncio.new_event_loop(), "asyncio"
+    stop = [False]
+    counts, ticks = [0] * conns, {}
+    loop.add_signal_handler(signal.SIGTERM, lambda: stop.__setitem__(0, True))
+    loop.call_later(limit, lambda: stop.__setitem__(0, True))
 
-    async def one(i: int, sock: socket.socket) -> None:
-        n, clock = 0, time.perf_counter
-        sendall, recv = loop.sock_sendall, loop.sock_recv
-        while clock() < deadline:
-            await sendall(sock, PAYLOAD)
-            await recv(sock, RECV)
-            n += 1
-        counts[i] = n
-        await sendall(sock, b"--quit--")
-        sock.close()
+    class Chat(asyncio.Protocol):
+        """Send, wait for one '-', send again; --quit-- after ``per_session`` or at the stop."""
 
-    socks = []
-    for _ in range(conns):
-        s = socket.create_connection((host, port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
-        socks.append(s)
+        def __init__(self, i: int, done: asyncio.Future) -> None:
+            self.i, self.done, self.left, self.quitting = i, done, per_session, False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport.write(PAYLOAD)
+
+        def data_received(self, data: bytes) -> None:
+            if self.quitting:
+                return  # the server closes after --quit--
+            if data != REPLY:
+                raise RuntimeError("a reply other than '-'")
+            counts[self.i] += 1
+            self.left -= 1
+            if self.left and not stop[0]:
+                self.transport.write(PAYLOAD)
+            else:
+                self.quitting = True
+                self.transport.write(QUIT)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self.done.done():
+                self.done.set_result(self.quitting and exc is None)
+
+    async def one(i: int) -> None:
+        while not stop[0]:
+            done = loop.create_future()
+            await loop.create_connection(lambda done=done: Chat(i, done), host, port)
+            if not await done:
+                raise RuntimeError("the server closed the connection")
+
+    async def ticker() -> None:
+        while not stop[0]:
+            await asyncio.sleep(_to_next_second())
+            ticks[int(time.time())] = sum(counts)
 
     async def run() -> None:
-        await asyncio.gather(*(one(i, s) for i, s in enumerate(socks)))
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.gather(*(one(i) for i in range(conns)))
+        tick.cancel()
 
-    cpu0, t0 = _cpu(), time.perf_counter()
-    loop.run_until_complete(run())
-    cpu1, t1 = _cpu(), time.perf_counter()
-    loop.close()
-    return {"messages": sum(counts), "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "flavour": flavour}
-
-
-# -- the parent --------------------------------------------------------------------------------------
-def run_child(kind: str, host: str, port: int, conns: int, duration: float) -> dict[str, float]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--client", kind, "--host", host,
-            "--port", str(port), "--connections", str(conns), "--duration", str(duration)]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+    return {"ticks": ticks, "flavour": flavour}
 
 
-def run_locust(host: str, port: int, conns: int, duration: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="swarmbench-bench-") as tmp:
-        hdr = Path(tmp) / "hdr.json"
+# -- the parent: one measurement ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    rate: float  # messages/s over the window
+    cpu_us: float  # client CPU µs per message
+    client_pct: float  # client CPU, % of one core
+    server_pct: float  # server tree CPU, % of one core (mean over the window)
+    machine_pct: float  # every core's busy time, % of one core (2 cores: up to 200)
+    flavour: str
+
+
+def _busy(times: Any) -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine."""
+    total = sum(times)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+def _sleep_until(wall: float) -> None:
+    while (left := wall - time.time()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+def _message_count(row: dict) -> int:
+    from hdrh.histogram import HdrHistogram
+
+    encoded = row["histograms"].get("message")
+    return HdrHistogram.decode(encoded).get_total_count() if encoded else 0
+
+
+def measure(kind: str, server: RunningServer, conns: int, duration: int, per_session: int, tmp: Path) -> Figure:
+    """Start one client, wait for its connections, measure a window of whole seconds, stop it."""
+    out, hdr = tmp / f"{kind}-{conns}.out", tmp / f"{kind}-{conns}.json"
+    bound = 30 + SETTLE_S + duration  # only a safety bound: the window is timed here
+    if kind == "locust":
         argv = [sys.executable, "-m", "locust", "-f", str(ROOT / "scenarios" / "chat.py"), "--headless",
-                "-u", str(conns), "-r", str(max(conns, 1000)), "-t", f"{duration:g}s",
-                "--host", f"tcp://{host}:{port}", "--hdr-file", str(hdr), "--messages-per-session", "100000000",
-                "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "0"]  # fmt: skip
-        subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=duration + 60)
-        data = json.loads(hdr.read_text())
-    proc = data["generator"]["processes"][0]
-    messages = data["names"]["message"]["count"]
-    return {
-        "messages": messages,
-        "seconds": data["stopping_at"] - data["spawned_at"],
-        "cpu_seconds": proc["cpu_seconds"],
-        "rate": data["summary"]["achieved_rate"],
-    }
+                "--host", server.url, "-u", str(conns), "-r", str(conns), "-t", f"{bound:.0f}s",
+                "--messages-per-session", str(per_session), "--message-size", str(len(PAYLOAD)),
+                "--hdr-file", str(hdr), "--only-summary", "--loglevel", "ERROR", "--stop-timeout", "2"]  # fmt: skip
+    else:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--client", kind, "--port", str(server.port),
+                "--connections", str(conns), "--messages-per-session", str(per_session),
+                "--duration", str(math.ceil(bound))]  # fmt: skip
+    if hdr.exists():
+        hdr.unlink()
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=die_with_parent)  # fmt: skip
+    try:
+        counter = ConnectionCounter(server.pid, server.port)
+        wanted = conns if per_session == NEVER else max(1, math.ceil(conns * 0.9))  # reconnects: a few are between
+        deadline = time.monotonic() + 30
+        while counter.count() < wanted:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} client: {counter.count()} of {conns} connections; {_tail(out)}")
+            time.sleep(0.005)
+        start = math.ceil(time.time() + SETTLE_S)
+        me = psutil.Process(proc.pid)
+        _sleep_until(start)
+        sampler = Sampler(server.pid, interval=0.25).start()
+        c0, m0 = sum(me.cpu_times()[:2]), _busy(psutil.cpu_times())
+        _sleep_until(start + duration)
+        c1, m1 = sum(me.cpu_times()[:2]), _busy(psutil.cpu_times())
+        samples = sampler.stop()
+        os.killpg(proc.pid, signal.SIGTERM)  # bare loops quit and print; Locust stops its users and writes
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if kind == "locust":
+        data = load_histogram_file(hdr)
+        failures = sum(sum(row.values()) for row in data.get("failures", {}).values())
+        if failures:
+            raise RuntimeError(f"locust: {failures} failures during the run")
+        rows = {row["t"]: row for row in data["intervals"]}
+        messages = sum(_message_count(rows[t]) for t in range(start, start + duration) if t in rows)
+        flavour = "locust"
+    else:
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} client exited {proc.returncode}: {_tail(out)}")
+        result = json.loads(out.read_text().strip().splitlines()[-1])
+        ticks = {int(t): n for t, n in result["ticks"].items()}
+        if start not in ticks or start + duration not in ticks:
+            raise RuntimeError(f"{kind} client: no count at the window's ends")
+        messages, flavour = ticks[start + duration] - ticks[start], result["flavour"]
+    if messages <= 0:
+        raise RuntimeError(f"{kind}: no messages in the window")
+    elapsed = m1[1] - m0[1]
+    return Figure(
+        rate=messages / duration,
+        cpu_us=(c1 - c0) / messages * 1e6,
+        client_pct=100.0 * (c1 - c0) / duration,
+        server_pct=float(summarize(samples, start, start + duration + 0.2)["cpu_percent_mean"]),
+        machine_pct=100.0 * (m1[0] - m0[0]) / elapsed * (os.cpu_count() or 1) if elapsed > 0 else 0.0,
+        flavour=flavour,
+    )
 
 
-def per_message(result: dict[str, float]) -> tuple[float, float]:
-    """(messages/s, CPU µs per message)."""
-    n = max(result["messages"], 1)
-    rate = result.get("rate") or n / max(result["seconds"], 1e-9)
-    return rate, result["cpu_seconds"] / n * 1e6
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+# -- the report ------------------------------------------------------------------------------------
+def server_cores(server: RunningServer) -> int:
+    """How many cores the server can use: its worker processes (prefork), else one (one loop, or the GIL)."""
+    try:
+        children = len(psutil.Process(server.pid).children(recursive=True))
+    except psutil.Error:
+        children = 0
+    return max(1, min(children, os.cpu_count() or 1))
+
+
+def limit(client: float, server: float, machine: float, cores: int) -> str:
+    """Which side ran out of CPU (medians of the window's % of a core); else the machine, else neither."""
+    full = [name for name, busy in (("generator", client >= SATURATED), ("server", server >= SATURATED * cores)) if busy]
+    if full:
+        return "+".join(full)
+    if machine >= SATURATED * (os.cpu_count() or 1):
+        return "machine: all cores busy, others too"
+    return "neither (round trips)"
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{format(statistics.median(values), fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+
+
+def report(results: dict[int, dict[str, list[Figure]]], cores: int) -> None:
+    print("\nmedian [min-max] over the repetitions; CPU in % of one core over each window "
+          "(others: the rest of the machine's busy time)")
+    print(f"{'conns':>5} {'client':<8} {'msgs/s':>25} {'cpu us/msg':>18} {'client%':>8} {'server%':>8} "
+          f"{'others%':>8}  saturated")  # fmt: skip
+    for conns, by_kind in results.items():
+        for kind in CLIENTS:
+            figs = by_kind[kind]
+            med = [statistics.median(getattr(f, a) for f in figs) for a in ("client_pct", "server_pct", "machine_pct")]
+            print(f"{conns:>5} {figs[0].flavour:<8} {spread([f.rate for f in figs], ',.0f'):>25} "
+                  f"{spread([f.cpu_us for f in figs], '.1f'):>18} {med[0]:>8.0f} {med[1]:>8.0f} "
+                  f"{max(med[2] - med[0] - med[1], 0.0):>8.0f}"
+                  f"  {limit(*med, cores)}")  # fmt: skip
+    print("\nLocust TcpUser / bare loop, from the medians (cpu: lower is better; msgs/s: higher is better)")
+    print(f"{'conns':>5} {'cpu/gevent':>11} {'rate/gevent':>12} {'cpu/asyncio':>12} {'rate/asyncio':>13}")
+    ratios = {}
+    for conns, by_kind in results.items():
+        med = {k: (statistics.median(f.rate for f in v), statistics.median(f.cpu_us for f in v)) for k, v in by_kind.items()}
+        (lr, lc), (gr, gc), (ar, ac) = med["locust"], med["gevent"], med["asyncio"]
+        ratios[conns] = (lc / gc, lr / gr)
+        print(f"{conns:>5} {lc / gc:>10.2f}x {lr / gr:>11.2f}x {lc / ac:>11.2f}x {lr / ar:>12.2f}x")
+    print()
+    for conns, (cpu, rate) in ratios.items():
+        if conns not in TARGET_LEVELS:
+            print(f"{conns:>5} conns: cpu {cpu:.2f}x gevent, msgs/s {rate:.2f}x gevent (no target at this level)")
+            continue
+        cpu_ok, rate_ok = cpu <= TARGET_CPU, rate >= TARGET_RATE
+        print(f"{conns:>5} conns: cpu {cpu:.2f}x gevent (target <= {TARGET_CPU}x) {'PASS' if cpu_ok else 'MISS'}; "
+              f"msgs/s {rate:.2f}x gevent (target >= {TARGET_RATE}x) {'PASS' if rate_ok else 'MISS'}")  # fmt: skip
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=int, default=3, help="whole seconds per measured window, 1..60 (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions per figure, 1..20 (default 3)")
+    p.add_argument("--connections", default="1,10,100", help="comma-separated counts, 1..1000 (default 1,10,100)")
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"variant and its options (default {DEFAULT_SERVER!r})")
+    p.add_argument("--messages-per-session", type=int, default=0,
+                   help="every client quits and reconnects after this many messages (default 0: never)")
+    p.add_argument("--client", choices=("gevent", "asyncio"), help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not 1 <= args.duration <= (600 if args.client else 60):
+        p.error("--duration must be 1..60 seconds")
+    if not 1 <= args.repeat <= 20:
+        p.error("--repeat must be 1..20")
+    if not 0 <= args.messages_per_session <= NEVER:
+        p.error(f"--messages-per-session must be 0 (never) or 1..{NEVER}")
+    args.per_session = args.messages_per_session or NEVER
+    try:
+        args.levels = [int(c) for c in args.connections.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--connections: comma-separated integers, not {args.connections!r}")
+    if not args.levels or not all(1 <= c <= 1000 for c in args.levels):
+        p.error("--connections: each count must be 1..1000")
+    if args.client and not 0 < args.port < 65536:
+        p.error("--port must be 1..65535")
+    from server.__main__ import build_parser
+    from server.variants import VARIANTS
+
+    words = shlex.split(args.server)
+    if not words or words[0] not in VARIANTS:
+        p.error(f"--server: the first word must be one of {', '.join(VARIANTS)} (got {args.server!r})")
+    build_parser().parse_args(words)  # the server's own one-line error and exit 2 for a bad option
+    args.variant, args.server_args = words[0], words[1:]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement, 1..60 (default 10)")
-    parser.add_argument("--connections", default="1,10,100", help="comma-separated (default 1,10,100)")
-    parser.add_argument("--server", default=None, help="server variant (default: uvloop/asyncio if present, else threaded)")
-    parser.add_argument("--client", choices=("gevent", "asyncio"), help=argparse.SUPPRESS)
-    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if not 1 <= args.duration <= 60:
-        parser.error("--duration must be 1..60 seconds")
     try:
-        conns_list = [int(c) for c in args.connections.split(",") if c.strip()]
-    except ValueError:
-        parser.error(f"--connections: comma-separated integers, not {args.connections!r}")
-    if not conns_list or not all(1 <= c <= 1000 for c in conns_list):
-        parser.error("--connections: each count must be 1..1000")
-    if args.client:
+        args = parse(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.client:  # a child: loopback only, bounded by --duration seconds
         client = gevent_client if args.client == "gevent" else asyncio_client
-        print(json.dumps(client(args.host, args.port, conns_list[0], args.duration)))
+        print(json.dumps(client("127.0.0.1", args.port, args.levels[0], args.per_session, args.duration)))
         return 0
-
-    variant = args.server or pick_variant()
     try:
-        server = start_server(variant, backlog=128)
+        server = start_server(args.variant, backlog=1024, extra_args=args.server_args)
     except ServerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    rows = []
+    results: dict[int, dict[str, list[Figure]]] = {}
     try:
-        print(f"server: {variant} on {server.host}:{server.port}, {args.duration:g} s per run")
-        print(f"{'conns':>5} {'client':<8} {'msgs/s':>10} {'cpu us/msg':>11}")
-        for conns in conns_list:
-            results = {
-                "gevent": run_child("gevent", server.host, server.port, conns, args.duration),
-                "asyncio": run_child("asyncio", server.host, server.port, conns, args.duration),
-                "locust": run_locust(server.host, server.port, conns, args.duration),
-            }
-            figures = {kind: per_message(r) for kind, r in results.items()}
-            for kind, (rate, cpu) in figures.items():
-                label = results[kind].get("flavour", kind)
-                print(f"{conns:>5} {label:<8} {rate:>10.0f} {cpu:>11.1f}")
-            rows.append((conns, figures))
-    except (subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
-        print(f"error: a measurement failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        cores = server_cores(server)
+        session = "no reconnects" if args.per_session == NEVER else f"reconnect every {args.per_session} messages"
+        print(f"server: {args.server} (pid {server.pid}, {cores} core(s)) on {server.host}:{server.port}; "
+              f"{os.cpu_count()} CPUs; {args.duration} s windows x {args.repeat} interleaved repetitions; "
+              f"{len(PAYLOAD)}-byte messages, {session}", flush=True)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="swarmbench-bench-") as tmp:
+            for conns in args.levels:
+                results[conns] = {kind: [] for kind in CLIENTS}
+                for rep in range(args.repeat):
+                    for kind in CLIENTS:
+                        f = measure(kind, server, conns, args.duration, args.per_session, Path(tmp))
+                        results[conns][kind].append(f)
+                        print(f"  {conns:>4} conns, rep {rep + 1}/{args.repeat}, {f.flavour:<7} {f.rate:>9,.0f} msg/s "
+                              f"{f.cpu_us:>6.1f} us/msg  client {f.client_pct:>3.0f}%  server {f.server_pct:>3.0f}%  "
+                              f"others {max(f.machine_pct - f.client_pct - f.server_pct, 0):>3.0f}%", flush=True)  # fmt: skip
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError, psutil.Error) as exc:
+        print(f"error: a measurement failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         server.stop()
-    print("\nLocust TcpUser against the bare loops (cpu: lower is better; msgs/s: higher is better)")
-    print(f"{'conns':>5} {'cpu/gevent':>11} {'rate/gevent':>12} {'cpu/asyncio':>12} {'rate/asyncio':>13}")
-    for conns, f in rows:
-        (lr, lc), (gr, gc), (ar, ac) = f["locust"], f["gevent"], f["asyncio"]
-        print(f"{conns:>5} {lc / gc:>10.2f}x {lr / gr:>11.2f}x {lc / ac:>11.2f}x {lr / ar:>12.2f}x")
+    report(results, cores)
     return 0
 
 
