@@ -243,9 +243,11 @@ def assemble_cell(
     if data:
         for name, hist in histograms.window(data, t0, t1).items():
             latency[name] = Latency.from_dict(histograms.summarize(hist))
-        connects = histograms.window(data, 0, math.inf).get("connect")
-        if connects is not None:
-            latency["connect_all"] = Latency.from_dict(histograms.summarize(connects))
+        whole = histograms.window(data, 0, math.inf)
+        if "connect" in whole:  # ramp-up connect storms fall in the warm-up: keep them too
+            latency["connect_all"] = Latency.from_dict(histograms.summarize(whole["connect"]))
+        if "unanswered" in whole:  # recorded as the run stops, after the steady window
+            latency["unanswered"] = Latency.from_dict(histograms.summarize(whole["unanswered"]))
         failures = histograms.window_failures(data, t0, t1)
         timeline = build_timeline(data, samples, start)
     status = "ok"

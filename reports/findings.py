@@ -54,6 +54,9 @@ class SloLimit:
     untested_above: tuple[int, ...]  # higher levels with no valid figures (generator-bound, failed)
 
 
+UNANSWERED = "unanswered"
+
+
 def by_variant(cells: Sequence[CellResult]) -> dict[str, list[CellResult]]:
     groups: dict[str, list[CellResult]] = {}
     for cell in sorted(cells, key=lambda c: c.users):
@@ -67,7 +70,29 @@ def meets_slo(cell: CellResult, slo_ms: float) -> bool:
         return False
     failed = sum(cell.failures.get("message", {}).values())  # messages only: a broken message also fails its session
     share = failed / (failed + lat.count) if failed + lat.count else 0.0
-    return lat.p99_us < slo_ms * 1000.0 and share <= MAX_FAILURE_SHARE
+    return lat.p99_us < slo_ms * 1000.0 and share <= MAX_FAILURE_SHARE and unanswered(cell) <= cell.users * MAX_FAILURE_SHARE
+
+
+def unanswered(cell: CellResult) -> int:
+    """Users still waiting for a reply when the run stopped: messages no latency figure holds."""
+    lat = cell.latency.get(UNANSWERED)
+    return lat.count if lat is not None else 0
+
+
+def unanswered_finding(variant: str, cells: Sequence[CellResult]) -> list[Finding]:
+    found = []
+    for cell in cells:
+        waiting = unanswered(cell)
+        if not waiting:
+            continue
+        longest = fmt_duration_ms(cell.latency[UNANSWERED].max_us / 1000)
+        severity = "bad" if waiting > cell.users * MAX_FAILURE_SHARE else "warn"
+        found.append(Finding(
+            "unanswered", severity,
+            f"{variant} at {users_word(cell.users)}: {waiting:,} of {cell.users:,} users were still waiting for a "
+            f"reply when the run stopped (the longest for {longest}): the server left them unserved, and no "
+            "latency figure holds their messages.", variant, cell.users, float(waiting)))
+    return found
 
 
 def slo_limit(variant: str, cells: Sequence[CellResult], slo_ms: float) -> SloLimit:
@@ -259,6 +284,8 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
             found.append(threads)
     for variant, vcells in groups.items():
         found += connect_finding(variant, vcells, backlog)
+    for variant, vcells in groups.items():
+        found += unanswered_finding(variant, vcells)
     for variant, vcells in groups.items():
         fail = failure_finding(variant, vcells)
         if fail is not None:

@@ -333,3 +333,19 @@ def test_report_renders_in_headless_chromium(report: Path, comparison_html: Path
         assert loaded.group(1) == f"{images}/{images}"
         for table in tables:
             assert re.search(rf'<table id="{table}">.*?<tbody>\s*<tr', dom, re.S), table
+
+
+def test_users_left_waiting_at_the_stop_fail_the_slo_and_are_named(run_dir: Path) -> None:
+    """A pool that serves 32 of 500 users shows fine latencies for those 32: the others must not vanish."""
+    from dataclasses import replace
+
+    from reports.findings import meets_slo
+
+    _, cells = load_cells(run_dir)
+    cell = next(c for c in cells if c.variant == "threaded" and c.users == 100)
+    assert meets_slo(cell, 1000.0)
+    starved = replace(cell, latency={**cell.latency, "unanswered": lat(4000.0, 6900.0, 68)})
+    assert not meets_slo(starved, 1000.0)
+    found = [f for f in find(None, [starved], 1000.0) if f.kind == "unanswered"]
+    assert len(found) == 1 and found[0].severity == "bad"
+    assert "68 of 100 users were still waiting" in found[0].text
