@@ -194,7 +194,7 @@ def test_connect_jump_is_explained_by_listen_overflows(run_dir: Path) -> None:
     manifest, cells = load_cells(run_dir)
     connect = [f for f in find(manifest, cells) if f.kind == "connect"]
     assert [(f.variant, f.users, f.severity) for f in connect] == [("threaded", 500, "bad")]
-    assert "412 listen-queue overflows" in connect[0].text and "backlog 6" in connect[0].text
+    assert "1.03 s at 500 users (412 overflows)" in connect[0].text and "backlog 6" in connect[0].text
     # The same jump with no overflow counted: the listen queue does not explain it.
     cell = next(c for c in cells if c.key == ("threaded", 500))
     quiet = CellResult(**{**{f: getattr(cell, f) for f in cell.__dataclass_fields__}, "kernel": {}})
