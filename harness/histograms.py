@@ -5,10 +5,19 @@ server answers in tens of microseconds. So every latency is also kept here in
 an HdrHistogram (1 µs to 60 s, 3 significant digits).
 
 Recording is split in two on purpose. The per-message path only appends an int
-to a list (:meth:`Recorder.buffer`); once a second a background greenlet calls
-:meth:`Recorder.flush`, which counts equal values (``Counter`` runs in C) and
-records each distinct value once. Closed intervals are kept encoded (a few
-hundred bytes each instead of a 140 kB counts array), so long runs stay small.
+to a list (:meth:`Recorder.buffer`); once a second a background greenlet runs
+:meth:`Recorder.flush_steps`, which counts equal values (``Counter`` runs in C)
+and records each distinct value once. hdrh's ``record_value`` is pure Python
+(about 2.5 µs a call here), so at 30k messages/s one flush is 10-25 ms of CPU;
+done in one go it held the gevent hub that long, and every message in flight
+got the delay (a 1 Hz spike in p99.9/max). ``flush_steps`` cuts it into steps of
+bounded size and the caller yields between them. Closed intervals are kept
+encoded (a few hundred bytes each instead of a 140 kB counts array), so long
+runs stay small.
+
+Values above ``HIGHEST_US`` (60 s) are recorded as 60 s and counted in
+``out_of_range`` ("clamped"): dropping them would lower the percentiles exactly
+when a server stalls. Negative values (clock skew of a caller) are recorded as 0.
 
 This module imports neither Locust nor gevent: the sweep loads files with it.
 """
@@ -19,7 +28,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,10 @@ KIND = "swarmbench.histograms"
 LOWEST_US = 1
 HIGHEST_US = 60_000_000
 SIGNIFICANT_FIGURES = 3
+#: One flush step counts at most this many raw values (``Counter.update``: about 0.2 ms)...
+RAW_STEP = 5000
+#: ... or records at most this many distinct values (``record_value``: about 1 ms).
+DISTINCT_STEP = 400
 #: (key in the summary, percentile)
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50_us", 50.0),
@@ -74,9 +87,16 @@ def add_failures(target: Failures, other: Failures) -> None:
             row[kind] = row.get(kind, 0) + count
 
 
-def summarize(hist: HdrHistogram, out_of_range: int = 0) -> dict[str, Any]:
-    """count, min/max/mean and p50..p99.99 in µs (``None`` when the histogram is empty)."""
+def summarize(hist: HdrHistogram, out_of_range: int | None = None) -> dict[str, Any]:
+    """count, min/max/mean and p50..p99.99 in µs (``None`` when the histogram is empty).
+
+    ``out_of_range``: how many values were clamped to ``HIGHEST_US``. Unknown (a
+    window of intervals), it is the count in the histogram's top bucket: values
+    clamped, or within one bucket (33 ms) below 60 s.
+    """
     count = hist.get_total_count()
+    if out_of_range is None:
+        out_of_range = hist.get_count_at_value(HIGHEST_US) if count else 0
     summary: dict[str, Any] = {"count": count}
     if not count:
         summary.update({"min_us": None, "max_us": None, "mean_us": None})
@@ -89,6 +109,41 @@ def summarize(hist: HdrHistogram, out_of_range: int = 0) -> dict[str, Any]:
         summary.update({key: values[p] for key, p in PERCENTILES})
     summary["out_of_range"] = out_of_range
     return summary
+
+
+class _Job:
+    """One name's raw values of one second, on their way into a histogram (see Recorder.flush_steps)."""
+
+    __slots__ = ("clamped", "counts", "hist", "items", "name", "second", "values")
+
+    def __init__(self, second: int, name: str, values: list[int]) -> None:
+        self.second, self.name, self.values = second, name, values
+        self.counts: Counter[int] = Counter()
+        self.items: list[tuple[int, int]] | None = None
+        self.hist = new_histogram()
+        self.clamped = 0
+
+    def step(self) -> bool:
+        """Count RAW_STEP values or record DISTINCT_STEP distinct ones; True when done."""
+        values = self.values
+        if values:
+            self.counts.update(values[-RAW_STEP:])
+            del values[-RAW_STEP:]
+            return False
+        if self.items is None:
+            self.items = list(self.counts.items())
+            self.counts = Counter()
+        items, record = self.items, self.hist.record_value
+        chunk = items[-DISTINCT_STEP:]
+        del items[-DISTINCT_STEP:]
+        for value, count in chunk:
+            if value > HIGHEST_US:
+                self.clamped += count
+                value = HIGHEST_US
+            elif value < 0:
+                value = 0
+            record(value, count)
+        return not items
 
 
 class Recorder:
@@ -107,7 +162,8 @@ class Recorder:
         self.intervals: dict[int, dict[str, str]] = {}
         self.interval_failures: dict[int, Failures] = {}
         self.totals: dict[str, HdrHistogram] = {}
-        self.out_of_range: dict[str, int] = {}
+        self.out_of_range: dict[str, int] = {}  # per name: values clamped to HIGHEST_US
+        self.jobs: list[_Job] = []  # buffers taken out, not yet recorded (see flush_steps)
         self.per_second: dict[str, dict[int, int]] = {}
         self.failures: Failures = {}
         self.outbox: dict[int, dict[str, str]] = {}
@@ -131,20 +187,23 @@ class Recorder:
 
     # -- once a second ---------------------------------------------------------
     def flush(self, new_second: int | None = None) -> None:
-        """Close the buffers into the current second; then start ``new_second``."""
+        """Close the buffers into the current second, all at once; then start ``new_second``."""
+        for _ in self.flush_steps(new_second):
+            pass
+
+    def flush_steps(self, new_second: int | None = None) -> Iterator[None]:
+        """:meth:`flush` in steps: the caller may yield to other greenlets at each ``yield``.
+
+        The buffers are emptied into ``jobs`` at once (so the second each value
+        belongs to is fixed); each step then does a bounded part of the work and
+        leaves the rest in ``jobs``. A caller stopped between steps loses
+        nothing: the next flush, or a concurrent one, finishes the jobs.
+        """
         second = self.second
         for name, buf in self.buffers.items():
-            if not buf:
-                continue
-            values = buf[:]
-            del buf[:]  # same list object: users keep their bound ``append``
-            hist = new_histogram()
-            record = hist.record_value
-            lost = 0
-            for value, count in Counter(values).items():
-                if not record(value, count):
-                    lost += count
-            self._add_interval(second, name, hist, lost)
+            if buf:
+                self.jobs.append(_Job(second, name, buf[:]))
+                del buf[:]  # same list object: users keep their bound ``append``
         if self.pending_failures:
             failures, self.pending_failures = self.pending_failures, {}
             target = self.outbox_failures if self.ship else self.interval_failures
@@ -154,13 +213,20 @@ class Recorder:
             self.changed = True
         if new_second is not None:
             self.second = new_second
+        jobs = self.jobs
+        while jobs:
+            job = jobs[0]
+            if job.step():
+                jobs.pop(0)
+                self._add_interval(job.second, job.name, job.hist, job.clamped)
+            yield
 
-    def _add_interval(self, second: int, name: str, hist: HdrHistogram, lost: int) -> None:
+    def _add_interval(self, second: int, name: str, hist: HdrHistogram, clamped: int) -> None:
         if self.ship:
             row = self.outbox.setdefault(second, {})
             row[name] = merge_encoded(row.get(name), hist)
-            if lost:
-                self.outbox_out_of_range[name] = self.outbox_out_of_range.get(name, 0) + lost
+            if clamped:
+                self.outbox_out_of_range[name] = self.outbox_out_of_range.get(name, 0) + clamped
             return
         total = self.totals.get(name)
         if total is None:
@@ -168,8 +234,8 @@ class Recorder:
         add_into(total, hist)
         counts = self.per_second.setdefault(name, {})
         counts[second] = counts.get(second, 0) + hist.get_total_count()
-        if lost or name not in self.out_of_range:
-            self.out_of_range[name] = self.out_of_range.get(name, 0) + lost
+        if clamped or name not in self.out_of_range:
+            self.out_of_range[name] = self.out_of_range.get(name, 0) + clamped
         row = self.intervals.setdefault(second, {})
         row[name] = merge_encoded(row.get(name), hist)
         self.changed = True
@@ -195,8 +261,8 @@ class Recorder:
             add_failures(self.interval_failures.setdefault(int(t), {}), failures)
             add_failures(self.failures, failures)
             self.changed = True
-        for name, lost in report.get("out_of_range", {}).items():
-            self.out_of_range[name] = self.out_of_range.get(name, 0) + lost
+        for name, clamped in report.get("out_of_range", {}).items():
+            self.out_of_range[name] = self.out_of_range.get(name, 0) + clamped
 
     def count(self, name: str) -> int:
         total = self.totals.get(name)

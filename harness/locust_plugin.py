@@ -24,7 +24,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.addresses import parse_host
-from harness.health import CpuMonitor
+from harness.health import CpuMonitor, LoopLagProbe
 from harness.histograms import Recorder
 from harness.machine import raise_nofile_limit
 from harness.sources import MAX_ADDRESSES
@@ -39,6 +39,8 @@ DEFAULT_MESSAGE_SIZE = 12
 DEFAULT_CONNECT_TIMEOUT = 35.0
 #: A process above this share of one core is saturated: its figures describe the generator.
 SATURATED_PERCENT = 90.0
+#: Between two steps of the once-a-second flush: long enough to be a timer (the loop polls sockets).
+FLUSH_PAUSE = 0.0001
 _TEXT = b"Hello, world! "
 
 
@@ -130,6 +132,8 @@ class Run:
         self.users = 0
         self.cpu = CpuMonitor(role, self._local_users)
         self.remote_cpu: dict[str, dict[str, Any]] = {}
+        # the master runs no users: its idle loop would only dilute the workers' lag
+        self.lag = None if role == "master" else LoopLagProbe(self.recorder.buffer("loop_lag").append)
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
         self.written = False
@@ -139,17 +143,25 @@ class Run:
         return 0 if self.role == "master" or runner is None else int(runner.user_count)
 
     def _rotate(self) -> None:
-        """Close each wall-clock second's buffers just after the second ends."""
+        """Close each wall-clock second's buffers just after the second ends, in short steps.
+
+        A positive sleep between steps, not sleep(0): gevent runs sleep(0)
+        callbacks back to back for up to its switch interval (5 ms) without
+        polling sockets, so only a timer lets waiting users' replies in.
+        """
         while True:
             now = time.time()
             gevent.sleep(math.floor(now) + 1.0005 - now)
-            self.recorder.flush(int(time.time()))
+            for _ in self.recorder.flush_steps(int(time.time())):
+                gevent.sleep(FLUSH_PAUSE)
 
     def stop(self) -> None:
         if self.stopped:
             return
         self.stopped = True
-        self.rotator.kill(block=False)
+        self.rotator.kill(block=False)  # between steps: flush() below finishes its work
+        if self.lag is not None:
+            self.lag.stop()
         self.cpu.stop()
         self.recorder.flush()
         self.ended_at = time.time()

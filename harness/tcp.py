@@ -19,7 +19,6 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any
 
@@ -42,6 +41,7 @@ from harness.failures import (  # re-exported: scenarios and tests name them thr
 )
 from harness.locust_plugin import DEFAULT_HOST, ScenarioOptions, current_run, scenario_options, total_users
 from harness.sources import pool_for
+from harness.watchdog import WATCHDOG, Watchdog
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
 
 __all__ = [
@@ -50,62 +50,27 @@ __all__ = [
 ]  # fmt: skip
 LOG = logging.getLogger("swarmbench")
 REQUEST_TYPE = "tcp"
+#: A message in flight longer than this when the run stops counts as unanswered.
+STALLED_S = 1.0
 
 
-# -- the watchdog: reply timeouts without a timer per message ----------------------------
-class Watchdog:
-    """Shuts down the socket of any client whose reply is later than its timeout.
+def stats_listener(hook: Any) -> tuple[list[Any], list[Any] | None]:
+    """``(listeners, solo)``: while ``listeners == solo``, Locust's stats listener is the only one.
 
-    One pass over 10,000 clients takes about 0.5 ms (measured here), 2 ms of CPU a second.
-    gevent's ``shutdown`` wakes the waiting ``recv`` with EBADF; ``expired`` makes it a ReplyTimeout.
-    """
-
-    def __init__(self) -> None:
-        self.clients: set[TcpClient] = set()
-        self.greenlet: gevent.Greenlet | None = None
-
-    def add(self, client: TcpClient) -> None:
-        self.clients.add(client)
-        if self.greenlet is None or self.greenlet.dead:
-            self.greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while self.clients:
-            gevent.sleep(0.25)
-            now = perf_counter_ns()
-            for client in list(self.clients):
-                busy = client.busy
-                if busy and now - busy > client.reply_timeout_ns and client.sock is not None:
-                    client.expired = True
-                    try:
-                        client.sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-
-WATCHDOG = Watchdog()
-
-
-def fast_fire(hook: Any, context: dict[str, Any]) -> Callable[..., Any]:
-    """How a successful message fires ``request``: the per-message cost that matters most.
-
-    When Locust's own stats listener is the only one (the usual case), it is
-    called directly: EventHook.fire copies its handler list and wraps each call
-    in a try, which costs about a third of Locust's whole per-request work.
-    Any other listener (a plugin, OpenTelemetry) gets the documented event with
-    every argument, through ``fire``.
+    Then a successful message calls it directly: EventHook.fire copies its
+    handler list and wraps each call in a try, about a third of Locust's whole
+    per-request work. The comparison is made at every message (a length check
+    and one identity test, in C) on the hook's own list, so a listener added at
+    any time, by a plugin or a locustfile, gets every later message through the
+    documented ``fire``. ``solo`` is None when Locust's listener is not recognised.
     """
     handlers = getattr(hook, "_handlers", None)
-    if isinstance(handlers, list) and len(handlers) == 1:
-        handler = handlers[0]
+    if not isinstance(handlers, list):
+        return [], None
+    for handler in handlers:
         if getattr(handler, "__qualname__", "").startswith("Runner.__init__.") and handler.__module__ == "locust.runners":
-            return handler
-    fire = hook.fire
-
-    def fire_all(**kwargs: Any) -> None:
-        fire(exception=None, context=context, **kwargs)
-
-    return fire_all
+            return handlers, [handler]
+    return handlers, None
 
 
 class TcpClient:
@@ -115,8 +80,9 @@ class TcpClient:
         self.family = family
         self.address = address
         self.context: dict[str, Any] = {}
-        self.fire = user.environment.events.request.fire
-        self.fire_ok = fast_fire(user.environment.events.request, self.context)
+        hook = user.environment.events.request
+        self.fire = hook.fire
+        self.listeners, self.solo = stats_listener(hook)
         options = user.options
         self.connect_timeout = user.connect_timeout if user.connect_timeout is not None else options.connect_timeout
         self.sources = pool_for(address[0], options.source_addresses, total_users(user.environment))
@@ -130,7 +96,6 @@ class TcpClient:
         self.rec_connect = recorder.buffer("connect").append
         self.rec_message = recorder.buffer("message").append
         self.rec_session = recorder.buffer("session").append
-        self.rec_send_wait = recorder.buffer("send_wait").append
         self.rec_uncorrected = recorder.buffer("message_uncorrected").append
         self.rec_send_lag = recorder.buffer("send_lag").append
 
@@ -183,19 +148,29 @@ class TcpClient:
         WATCHDOG.add(self)
         return True
 
+    def _fire_ok(self, elapsed_ns: int) -> None:
+        """A successful message, through ``fire`` (some listener other than Locust's stats)."""
+        self.fire(
+            request_type=REQUEST_TYPE, name="message", response_time=elapsed_ns / 1e6,
+            response_length=1, exception=None, context=self.context,
+        )  # fmt: skip
+
     def messages(self, count: int, data: bytes, think: float = 0.0) -> bool:
-        """Closed loop: ``count`` messages, each waiting for its ``-``; False when the session broke."""
+        """Closed loop: ``count`` messages, each waiting for its ``-``; False when the session broke.
+
+        The time from a reply's arrival to this greenlet running again is inside
+        ``message``; the process's ``loop_lag`` histogram shows how much of it the
+        generator's own hub adds.
+        """
         sock = self.sock
         if sock is None:
             return False
-        send, recv, fire = sock.send, sock.recv, self.fire_ok
-        rec_message, rec_wait = self.rec_message, self.rec_send_wait
-        size, think_ns, last = len(data), int(think * 1e9), 0
-        clock = perf_counter_ns
+        send, recv, rec_message = sock.send, sock.recv, self.rec_message
+        listeners, solo = self.listeners, self.solo
+        stats = solo[0] if solo else None
+        size, clock = len(data), perf_counter_ns
         for _ in range(count):
             t0 = clock()
-            if last:
-                rec_wait((t0 - last - think_ns) // 1000)
             self.busy = t0
             try:
                 sent = send(data)
@@ -211,10 +186,12 @@ class TcpClient:
                 self._broken(t0, self._bad_reply(reply))
                 return False
             elapsed = t1 - t0
-            fire(request_type=REQUEST_TYPE, name="message", response_time=elapsed / 1e6, response_length=1)
+            if listeners == solo:
+                stats(request_type=REQUEST_TYPE, name="message", response_time=elapsed / 1e6, response_length=1)
+            else:
+                self._fire_ok(elapsed)
             rec_message(elapsed // 1000)
-            last = t1
-            if think_ns:
+            if think:
                 gevent.sleep(think)
         return True
 
@@ -223,7 +200,8 @@ class TcpClient:
         sock = self.sock
         if sock is None:
             return False
-        send, recv, fire = sock.send, sock.recv, self.fire_ok
+        send, recv, listeners, solo = sock.send, sock.recv, self.listeners, self.solo
+        stats = solo[0] if solo else None
         rec_message, rec_uncorrected, rec_lag = self.rec_message, self.rec_uncorrected, self.rec_send_lag
         size, clock, sleep = len(data), perf_counter_ns, gevent.sleep
         for _ in range(count):
@@ -247,7 +225,10 @@ class TcpClient:
             if reply != REPLY:
                 self._broken(intended, self._bad_reply(reply))
                 return False
-            fire(request_type=REQUEST_TYPE, name="message", response_time=(t1 - intended) / 1e6, response_length=1)
+            if listeners == solo:
+                stats(request_type=REQUEST_TYPE, name="message", response_time=(t1 - intended) / 1e6, response_length=1)
+            else:
+                self._fire_ok(t1 - intended)
             rec_message((t1 - intended) // 1000)
             rec_uncorrected((t1 - t0) // 1000)
             rec_lag((t0 - intended) // 1000 if t0 > intended else 0)
@@ -388,7 +369,17 @@ class TcpUser(User):
             self.client.close()
 
     def on_stop(self) -> None:
-        """The run stops: a connected user quits cleanly, so the server sees quits, not resets."""
-        if self.client is not None and self.client.connected:
-            self.client.busy = 0
-            self.client.quit()
+        """The run stops: a connected user quits cleanly, so the server sees quits, not resets.
+
+        A message still unanswered after ``STALLED_S`` is recorded (HDR only, as ``unanswered``,
+        with its wait so far): a server that leaves users unserved must not look fast just
+        because the messages it never answered are in no latency figure.
+        """
+        client = self.client
+        if client is not None and client.connected:
+            if client.busy:
+                waited = perf_counter_ns() - client.busy
+                if waited > STALLED_S * 1e9:
+                    client.recorder.buffer("unanswered").append(waited // 1000)
+            client.busy = 0
+            client.quit()

@@ -151,6 +151,9 @@ def test_master_two_workers_merge(start: Any, spawn: Any, tmp_path: Path) -> Non
     for name in ("connect", "message", "session"):
         assert data["names"][name]["count"] == own[name]["num_requests"], name
     assert data["names"]["message"]["count"] > 600
+    # each worker's event-loop lag probe, merged second by second like the latencies (the master has none)
+    assert data["names"]["loop_lag"]["count"] > 0
+    assert sum(1 for row in data["intervals"] if "loop_lag" in row["histograms"]) >= 3
     processes = data["generator"]["processes"]
     assert sorted(p["role"] for p in processes) == ["master", "worker", "worker"]
     worker_entries = [p for p in processes if p["role"] == "worker"]

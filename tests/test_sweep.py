@@ -16,7 +16,7 @@ from helpers import free_port, wait_for
 from harness.results import load_run
 
 SWEEP = [sys.executable, "-m", "harness", "sweep", "--quiet"]
-SHORT = ["--duration", "2s", "--warmup", "1s"]
+SHORT = ["--duration", "3s", "--warmup", "1s"]
 
 
 def swarmbench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:

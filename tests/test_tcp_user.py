@@ -17,7 +17,15 @@ import psutil
 import pytest
 from helpers import free_port
 
-from harness.histograms import load_histogram_file, summarize, window, window_failures
+from harness.histograms import (
+    DISTINCT_STEP,
+    HIGHEST_US,
+    Recorder,
+    load_histogram_file,
+    summarize,
+    window,
+    window_failures,
+)
 from harness.servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +37,21 @@ def locust_argv(scenario: str, *args: str) -> list[str]:
 
 
 def run_locust(scenario: str, tmp: Path, host: str, *args: str, users: int = 5, seconds: int = 3) -> dict[str, Any]:
-    """A headless run; returns its exit code, output, histogram file and Locust's own counts."""
+    """A headless run; returns its exit code, output, histogram file and Locust's own counts.
+
+    ``scenario``: a file of scenarios/, or the path of a locustfile elsewhere (it imports the project).
+    """
     hdr, stats = tmp / "hdr.json", tmp / "locust"
-    argv = locust_argv(
-        scenario, "--headless", "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--host", host,
+    if os.sep in scenario:
+        argv = [sys.executable, "-m", "locust", "-f", scenario]
+    else:
+        argv = locust_argv(scenario)
+    argv += [
+        "--headless", "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--host", host,
         "--hdr-file", str(hdr), "--json-file", str(stats), "--only-summary", *args,
-    )  # fmt: skip
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # a locustfile outside the project imports it
+    proc = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
     result: dict[str, Any] = {"code": proc.returncode, "output": proc.stdout + proc.stderr}
     if hdr.exists():
         result["hdr"] = load_histogram_file(hdr)
@@ -59,6 +75,18 @@ def server_threads(server: RunningServer) -> int:
     return psutil.Process(server.pid).num_threads()
 
 
+def settled_threads(server: RunningServer, timeout: float = 5.0) -> int:
+    """The server's thread count once it has not changed for 0.3 s (start-up probe connections gone)."""
+    deadline = time.monotonic() + timeout
+    last, same = server_threads(server), 0
+    while same < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = server_threads(server)
+        same = same + 1 if n == last else 0
+        last = n
+    return last
+
+
 def wait_threads(server: RunningServer, idle: int, timeout: float = 5.0) -> int:
     deadline = time.monotonic() + timeout
     while (n := server_threads(server)) > idle and time.monotonic() < deadline:
@@ -73,7 +101,7 @@ def server(start: Any) -> RunningServer:
 
 def test_chat_headless_counts_and_clean_quits(start: Any, tmp_path: Path) -> None:
     server = start("threaded", backlog=128, log_level="INFO")  # INFO: the server logs each close and reset
-    idle = server_threads(server)
+    idle = settled_threads(server)
     result = run_locust("chat.py", tmp_path, server.url, "--think-time", "0.002", users=5)
     assert result["code"] == 0, result["output"]
     assert "Traceback" not in result["output"]
@@ -82,7 +110,9 @@ def test_chat_headless_counts_and_clean_quits(start: Any, tmp_path: Path) -> Non
     assert_counts_match(result)
     message = hdr["names"]["message"]
     assert message["count"] > 100 and 0 < message["p50_us"] <= message["p99_us"] <= message["max_us"]
-    assert set(hdr["names"]) >= {"connect", "message", "session", "send_wait"}
+    assert set(hdr["names"]) >= {"connect", "message", "session", "loop_lag"}
+    assert hdr["names"]["loop_lag"]["count"] > 0
+    assert all("loop_lag" in row["histograms"] for row in hdr["intervals"][1:-1])  # every whole second
     assert (tmp_path / message["hgrm"]).read_text().startswith("       Value")
     # the per-second intervals add up to the totals
     whole = window(hdr, 0, 2**40)
@@ -90,7 +120,7 @@ def test_chat_headless_counts_and_clean_quits(start: Any, tmp_path: Path) -> Non
     assert summarize(whole["message"])["p50_us"] == message["p50_us"]
     assert hdr["generator"]["processes"][0]["role"] == "local"
     # every user quit: the server's per-connection threads are gone
-    assert wait_threads(server, idle) == idle
+    assert wait_threads(server, idle) <= idle
     log = server.log_text()
     assert "Client is requesting to quit" in log and " lost: " not in log
 
@@ -128,23 +158,170 @@ def test_open_loop_rate(server: RunningServer, tmp_path: Path) -> None:
     result = run_locust("chat.py", tmp_path, server.url, "--rate", "400", users=5, seconds=4)
     assert result["code"] == 0, result["output"]
     hdr = result["hdr"]
-    achieved = hdr["options"]["achieved_rate"]
-    assert abs(achieved - 400) <= 20, achieved
     assert "achieved" in result["output"]
     assert {"message_uncorrected", "send_lag"} <= set(hdr["names"])
     assert hdr["names"]["message_uncorrected"]["count"] == hdr["names"]["message"]["count"]
     assert_counts_match(result)
+    if hdr["generator"]["saturated"]:
+        pytest.skip(f"generator saturated ({hdr['generator']['cpu_percent_max']}% of a core): it cannot hold a rate")
+    achieved = hdr["options"]["achieved_rate"]
+    assert abs(achieved - 400) <= 20, achieved
+
+
+def test_open_loop_corrects_coordinated_omission(start: Any, tmp_path: Path) -> None:
+    """Each reply takes 20 ms, each user is asked for one every 10 ms: the schedule falls behind.
+
+    Latency from the intended send time grows with the backlog (wrk2's correction);
+    from the actual send it stays near 20 ms. Equal figures would mean no correction.
+    """
+    server = start("threaded", backlog=128, extra_args=["--delay-ms", "20"])
+    result = run_locust("chat.py", tmp_path, server.url, "--rate", "200", users=2, seconds=3)
+    assert result["code"] == 0, result["output"]
+    names = result["hdr"]["names"]
+    corrected, uncorrected = names["message"], names["message_uncorrected"]
+    assert corrected["count"] == uncorrected["count"] > 10
+    assert uncorrected["p50_us"] >= 20_000  # the server's delay
+    assert corrected["p99_us"] > 5 * uncorrected["p99_us"], (corrected, uncorrected)
+    assert names["send_lag"]["p99_us"] > 100_000  # sends left their schedule behind
+    assert_counts_match(result)
+
+
+LISTENER = """
+import json
+import os
+
+import gevent
+from locust import events
+
+import scenarios.chat as chat
+
+COUNT = {"ok": 0, "base": None}
+
+
+class CountedChatUser(chat.ChatUser):
+    pass
+
+
+def count(name, exception=None, **_kw):
+    if name == "message" and exception is None:
+        COUNT["ok"] += 1
+
+
+@events.test_start.add_listener
+def _start(environment, **_kw):
+    def add():
+        entry = environment.stats.get("message", "tcp")
+        COUNT["base"] = entry.num_requests - entry.num_failures  # what the listener cannot have seen
+        environment.events.request.add_listener(count)
+
+    if os.environ["ADD_LISTENER"] == "test_start":
+        add()
+    else:
+        gevent.spawn_later(1.0, add)  # the users' clients exist by then
+
+
+@events.test_stop.add_listener
+def _stop(environment, **_kw):
+    entry = environment.stats.get("message", "tcp")
+    with open(os.environ["COUNTS_FILE"], "w") as f:
+        json.dump({**COUNT, "locust_ok": entry.num_requests - entry.num_failures}, f)
+"""
+
+
+@pytest.mark.parametrize("when", ["test_start", "mid_run"])
+def test_request_listener_added_later_sees_every_message(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A locustfile's own ``request`` listener, added at test_start or mid-run, sees each later success."""
+    locustfile, counts_file = tmp_path / "counted.py", tmp_path / "counts.json"
+    locustfile.write_text(LISTENER)
+    monkeypatch.setenv("COUNTS_FILE", str(counts_file))
+    monkeypatch.setenv("ADD_LISTENER", when)
+    result = run_locust(str(locustfile), tmp_path, server.url, users=3, seconds=3)
+    assert result["code"] == 0, result["output"]
+    counts = json.loads(counts_file.read_text())
+    assert counts["locust_ok"] == result["hdr"]["names"]["message"]["count"]
+    if when == "test_start":
+        assert counts["base"] == 0
+    else:
+        assert counts["locust_ok"] > counts["base"] > 0, counts  # added while messages flowed
+    assert counts["ok"] == counts["locust_ok"] - counts["base"], counts
+    assert_counts_match(result)
+
+
+STALLING_USER = """
+import time
+
+from locust import constant, task
+
+from harness.tcp import TcpUser
+
+
+class StallingUser(TcpUser):
+    wait_time = constant(0.5)
+
+    @task
+    def stall(self) -> None:
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:  # holds the gevent hub for 50 ms
+            pass
+"""
+
+
+def test_loop_lag_sees_a_held_hub(tmp_path: Path) -> None:
+    """The per-process loop-lag probe shows a generator that holds its hub (no server needed)."""
+    locustfile = tmp_path / "stall.py"
+    locustfile.write_text(STALLING_USER)
+    result = run_locust(str(locustfile), tmp_path, f"127.0.0.1:{free_port()}", users=1, seconds=2)
+    assert result["code"] == 0, result["output"]
+    lag = result["hdr"]["names"]["loop_lag"]
+    assert lag["count"] > 100
+    assert lag["max_us"] >= 40_000, lag  # a probe due during a 50 ms stall wakes at its end
+    assert lag["p50_us"] < lag["max_us"]
+
+
+def test_values_above_60_s_are_clamped_not_dropped() -> None:
+    recorder = Recorder()
+    recorder.buffer("message").extend([90_000_000, 61_000_000, 500, 700, -3])
+    recorder.flush()
+    summary = summarize(recorder.totals["message"], recorder.out_of_range["message"])
+    assert summary["count"] == 5 and summary["out_of_range"] == 2
+    assert summary["min_us"] == 0  # a negative value is recorded as 0
+    assert HIGHEST_US <= summary["max_us"] < 1.001 * HIGHEST_US and summary["p99_us"] >= HIGHEST_US
+    # a window of intervals does not know the counter: the top bucket stands for it
+    assert summarize(window(recorder.to_dict(Path("x.json")), 0, 2**40)["message"])["out_of_range"] == 2
+
+
+def test_flush_in_bounded_steps_loses_nothing_when_stopped_midway() -> None:
+    """The rotator yields between steps; a flush abandoned part-way is finished by the next one."""
+    recorder = Recorder()
+    recorder.buffer("message").extend(range(1, 12_001))  # 12,000 distinct values
+    recorder.buffer("connect").extend([5] * 20_000)
+    first = recorder.second
+    steps = recorder.flush_steps(1)
+    for _ in range(3):
+        next(steps)
+    recorder.buffer("message").append(7)  # recorded during the flush: belongs to the next second
+    steps.close()  # the rotator killed between two steps
+    assert recorder.jobs
+    recorder.flush()
+    assert recorder.count("message") == 12_001 and recorder.count("connect") == 20_000
+    assert not recorder.jobs
+    assert recorder.per_second["message"] == {first: 12_000, 1: 1}
+    fresh = Recorder()
+    fresh.buffer("message").extend(range(1, 12_001))
+    assert sum(1 for _ in fresh.flush_steps()) >= 12_000 // DISTINCT_STEP
 
 
 @pytest.mark.parametrize("scenario", ["churn.py", "slow.py", "abrupt.py"])
 def test_other_scenarios_run_clean(server: RunningServer, tmp_path: Path, scenario: str) -> None:
-    idle = server_threads(server)
+    idle = settled_threads(server)
     result = run_locust(scenario, tmp_path, server.url, users=4)
     assert result["code"] == 0, result["output"]
     assert result["hdr"]["failures"] == {}
     assert result["hdr"]["names"]["message"]["count"] > 0
     assert_counts_match(result)
-    assert wait_threads(server, idle) == idle
+    assert wait_threads(server, idle) <= idle
     assert server.alive()
 
 
