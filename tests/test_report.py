@@ -88,7 +88,8 @@ def make_cell(variant: str, users: int, n: int, slow: float = 1.0) -> CellResult
         ended_at=start + WARMUP + DURATION, warmup_s=WARMUP, duration_s=DURATION, throughput=rate,
         messages=int(rate * DURATION), workers=1,
         latency={"message": lat(p50, p99, int(rate * DURATION)), "connect": connect,
-                 "session": lat(p50 * 20, p99 * 20, users)},
+                 "session": lat(p50 * 20, p99 * 20, users),
+                 **({"loop_lag": lat(0.5, 2.5, 5000)} if saturated else {})},
         failures=failures,
         server=ServerStats(pid=4242, threads_mean=threads, threads_max=threads, cpu_percent_mean=cpu,
                            cpu_percent_max=cpu + 3, rss_bytes_max=int(rss * 1024 * 1024), fds_max=users + 8,
@@ -207,6 +208,7 @@ def test_trouble_findings(run_dir: Path) -> None:
     found = find(manifest, cells)
     by_kind = {f.kind: f for f in found}
     assert "asyncio at 500 users" in by_kind["generator"].text
+    assert "its own loop lag p99 2.50 ms of message p99" in by_kind["generator"].text
     assert "threaded" not in by_kind["generator"].text
     status = [f for f in found if f.kind == "status"]
     assert [(f.variant, f.users) for f in status] == [("pool", 500)]
