@@ -25,13 +25,16 @@ from server.args import Parser
 from server.variants import VARIANTS
 
 DEFAULT_OUT = Path("swarmbench-results")
-#: `swarmbench run`: the README's main job, about two and a half minutes on two cores. Sessions of
-#: 1000 messages hold every connection open, so a design's threads meet its connections.
+#: `swarmbench run`: the README's main job, about two and a half minutes on two cores. An open
+#: loop of 10,000 messages/s over all users keeps one Locust process well below a core, so the
+#: figures are the servers'; sessions of 1000 messages hold every connection open, so a
+#: design's threads meet its connections.
 RUN_DEFAULTS: dict[str, object] = {
     "variants": "threaded,pool,selectors,asyncio,prefork",
     "users": "10,100,500",
     "duration": "4s",
     "warmup": "3s",
+    "rate": "10000",
     "locust_arg": ["--messages-per-session=1000"],
 }
 
@@ -79,7 +82,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--duration", type=duration, default=defaults.get("duration", "20s"), help="steady window of each cell (default %(default)s)")
     p.add_argument("--warmup", type=duration, default=defaults.get("warmup", "5s"), help="dropped from each cell's figures (default %(default)s)")
     p.add_argument("--scenario", default="chat", help="scenario file or shipped name (default %(default)s)")
-    p.add_argument("--rate", type=float, default=None, help="open loop: messages/s over all users (default: closed loop)")
+    p.add_argument("--rate", type=float, default=defaults.get("rate"), help="open loop: messages/s over all users (default: %(default)s; None: closed loop)")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (--processes); 0: one process")
     p.add_argument("--expect-workers", type=int, default=0, metavar="N", help="run Locust as master and wait for N workers (locust -f SCENARIO --worker --master-host HOST)")
     p.add_argument("--master-bind", default="*:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s)")

@@ -39,7 +39,14 @@ from harness.failures import (  # re-exported: scenarios and tests name them thr
     UnexpectedReply,
     classify,
 )
-from harness.locust_plugin import DEFAULT_HOST, ScenarioOptions, current_run, scenario_options, total_users
+from harness.locust_plugin import (
+    DEFAULT_HOST,
+    ScenarioOptions,
+    current_run,
+    scenario_options,
+    total_users,
+)
+from harness.pacing import Pacer
 from harness.sources import pool_for
 from harness.watchdog import WATCHDOG, Watchdog
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
@@ -292,14 +299,6 @@ class TcpClient:
             sock.close()
 
 
-class Pacer:
-    """One user's open-loop schedule: its share of ``--rate``, from a random phase."""
-
-    def __init__(self, per_user_rate: float) -> None:
-        self.interval_ns = max(1, int(1e9 / per_user_rate))
-        self.next_ns = perf_counter_ns() + int(random.random() * self.interval_ns)
-
-
 class TcpUser(User):
     """Abstract Locust user for the chat server; scenarios subclass it and add tasks."""
 
@@ -344,6 +343,8 @@ class TcpUser(User):
             gevent.sleep(self._backoff * random.uniform(0.5, 1.0))
             self._backoff = min(self._backoff * 2, self.backoff_max)
         self._backoff = self.backoff_min
+        if self.pacer is not None:
+            self.pacer.resume()
 
     def send_messages(self, count: int | None = None) -> bool:
         """``count`` messages (default ``--messages-per-session``), open or closed loop."""

@@ -175,7 +175,7 @@ def test_open_loop_corrects_coordinated_omission(start: Any, tmp_path: Path) -> 
     from the actual send it stays near 20 ms. Equal figures would mean no correction.
     """
     server = start("threaded", backlog=128, extra_args=["--delay-ms", "20"])
-    result = run_locust("chat.py", tmp_path, server.url, "--rate", "200", users=2, seconds=3)
+    result = run_locust("chat.py", tmp_path, server.url, "--rate", "200", "--messages-per-session", "1000", users=2, seconds=3)
     assert result["code"] == 0, result["output"]
     names = result["hdr"]["names"]
     corrected, uncorrected = names["message"], names["message_uncorrected"]
@@ -410,3 +410,21 @@ def test_loader_rejects_other_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a readable histogram file"):
         load_histogram_file(bad)
     assert os.path.exists(bad)
+
+
+def test_pacer_resumes_from_now_after_a_connect_and_never_moves_back() -> None:
+    """Connect time is connect's: a schedule left behind while connecting is not charged to messages."""
+    from time import perf_counter_ns
+
+    from harness.pacing import Pacer
+
+    pacer = Pacer(per_user_rate=100.0)
+    assert pacer.interval_ns == 10_000_000
+    pacer.next_ns = perf_counter_ns() - 3_000_000_000  # three seconds behind, as after a slow connect
+    before = perf_counter_ns()
+    pacer.resume()
+    assert pacer.next_ns >= before
+    ahead = perf_counter_ns() + 5_000_000_000
+    pacer.next_ns = ahead
+    pacer.resume()
+    assert pacer.next_ns == ahead
