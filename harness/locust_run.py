@@ -60,7 +60,6 @@ class LocustJob:
             "-t", f"{max(1, round(self.run_time_s))}s",
             "--hdr-file", str(self.hdr_file),
             "--json-file", str(self.json_file.with_suffix("")),
-            "--stop-timeout", "5",
             "--loglevel", "WARNING",
         ]  # fmt: skip
         if self.workers:

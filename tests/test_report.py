@@ -351,3 +351,8 @@ def test_users_left_waiting_at_the_stop_fail_the_slo_and_are_named(run_dir: Path
     found = [f for f in find(None, [starved], 1000.0) if f.kind == "unanswered"]
     assert len(found) == 1 and found[0].severity == "bad"
     assert "68 of 100 users were still waiting" in found[0].text
+    # Users that timed out while the run stopped (after the window) count against the SLO too.
+    timed_out = replace(cell, failures={}, failures_total={"message": {"ReplyTimeout": cell.latency["message"].count}})
+    assert not meets_slo(timed_out, 1000.0)
+    (slo,) = [f for f in find(None, [timed_out], 1000.0) if f.kind == "slo"]
+    assert "messages failed, though p99 of the answered was" in slo.text
