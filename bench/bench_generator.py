@@ -46,7 +46,13 @@ if str(ROOT) not in sys.path:
 from harness.histograms import load_histogram_file  # noqa: E402
 from harness.kernel import ConnectionCounter  # noqa: E402
 from harness.sampler import Sampler, summarize  # noqa: E402
-from harness.servers import RunningServer, ServerStartError, die_with_parent, start_server  # noqa: E402
+from harness.servers import (  # noqa: E402
+    RunningServer,
+    ServerStartError,
+    die_with_parent,
+    start_server,
+)
+from server.args import Parser  # noqa: E402
 from server.protocol import MAX_MESSAGE, QUIT, REPLY  # noqa: E402
 
 #: chat.py's default message (harness.locust_plugin: --message-size 12 of "Hello, world! ..."): same bytes.
@@ -345,7 +351,7 @@ def report(results: dict[int, dict[str, list[Figure]]], cores: int) -> None:
 
 # -- entry point -----------------------------------------------------------------------------------
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=3, help="whole seconds per measured window, 1..60 (default 3)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions per figure, 1..20 (default 3)")
     p.add_argument("--connections", default="1,10,100", help="comma-separated counts, 1..1000 (default 1,10,100)")

@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from harness.histograms import load_histogram_file
 from harness.kernel import ConnectionCounter
 from harness.servers import RunningServer, ServerStartError, start_server
+from server.args import Parser
 
 BACKLOG = 4096
 MAX_CONNECTIONS = 20_000
@@ -121,7 +122,7 @@ def per_thousand(small: Measure, large: Measure) -> tuple[float, float]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--server", default="asyncio", choices=("asyncio", "selectors"), help="variant (default asyncio)")
     p.add_argument("--connections", default="200,2000", help="small,large connection counts (default 200,2000)")
     p.add_argument("--window", type=float, default=6.0, help="seconds of CPU measurement per run (default 6)")

@@ -1,0 +1,34 @@
+"""The benchmarks still run end to end (smallest settings); their figures are not asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_generator_bench_prints_its_ratios() -> None:
+    result = run("bench_generator.py", "--connections", "10", "--repeat", "1", "--duration", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cpu/gevent" in result.stdout and "rate/gevent" in result.stdout
+    assert "10 conns: cpu" in result.stdout
+
+
+def test_generator_bench_refuses_bad_arguments_in_one_line() -> None:
+    result = run("bench_generator.py", "--connections", "0")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_scale_bench_prints_costs_per_1000_connections() -> None:
+    result = run("bench_scale.py", "--connections", "50,200", "--window", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "per 1,000" in result.stdout or "per 1000" in result.stdout, result.stdout[-2000:]
