@@ -14,7 +14,7 @@ All clients are measured the same way from here: once the server sees every
 connection (spawning done), a window of ``--duration`` whole wall-clock seconds;
 the client's CPU (user+sys) from /proc at its two ends, its messages from its
 per-second counts (Locust's: the --hdr-file's per-second histograms), the
-server tree's CPU% from harness.sampler, and the machine's busy CPU.
+server tree's CPU% from harness.server_sampler, and the machine's busy CPU.
 
     python bench/bench_generator.py [--duration 3] [--repeat 3] [--connections 1,10,100]
                                     [--server "asyncio --loop uvloop"] [--messages-per-session 0]
@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.histograms import load_histogram_file  # noqa: E402
+from harness.results.histogram_file import Interval, load_histogram_file  # noqa: E402
 from harness.kernel import ConnectionCounter  # noqa: E402
-from harness.sampler import Sampler, summarize  # noqa: E402
-from harness.servers import (  # noqa: E402
+from harness.server_sampler import Sampler, summarize  # noqa: E402
+from harness.server_process import (  # noqa: E402
     RunningServer,
     ServerStartError,
     die_with_parent,
@@ -55,7 +55,7 @@ from harness.servers import (  # noqa: E402
 from server.args import Parser  # noqa: E402
 from server.protocol import MAX_MESSAGE, QUIT, REPLY  # noqa: E402
 
-#: chat.py's default message (harness.locust_plugin: --message-size 12 of "Hello, world! ..."): same bytes.
+#: chat.py's default message (harness.user.plugin: --message-size 12 of "Hello, world! ..."): same bytes.
 PAYLOAD = b"Hello, world"
 CLIENTS = ("gevent", "asyncio", "locust")
 #: Measured on this 2-core VM (see the module's report): uvloop's single process leaves the
@@ -210,10 +210,10 @@ def _sleep_until(wall: float) -> None:
         time.sleep(min(left, 0.5))
 
 
-def _message_count(row: dict) -> int:
+def _message_count(row: Interval) -> int:
     from hdrh.histogram import HdrHistogram
 
-    encoded = row["histograms"].get("message")
+    encoded = row.histograms.get("message")
     return HdrHistogram.decode(encoded).get_total_count() if encoded else 0
 
 
@@ -259,10 +259,10 @@ def measure(kind: str, server: RunningServer, conns: int, duration: int, per_ses
             proc.wait()
     if kind == "locust":
         data = load_histogram_file(hdr)
-        failures = sum(sum(row.values()) for row in data.get("failures", {}).values())
+        failures = sum(sum(row.values()) for row in data.failures.values())
         if failures:
             raise RuntimeError(f"locust: {failures} failures during the run")
-        rows = {row["t"]: row for row in data["intervals"]}
+        rows = {row.t: row for row in data.intervals}
         messages = sum(_message_count(rows[t]) for t in range(start, start + duration) if t in rows)
         flavour = "locust"
     else:

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.histograms import load_histogram_file
+from harness.results.histogram_file import Interval, load_histogram_file
 from harness.kernel import ConnectionCounter
-from harness.servers import RunningServer, ServerStartError, start_server
+from harness.server_process import RunningServer, ServerStartError, start_server
 from server.args import Parser
 
 BACKLOG = 4096
@@ -98,8 +98,8 @@ def measure(server: RunningServer, connections: int, think: float, window: float
             raise RuntimeError(f"connections dropped to {counter.count()} of {connections} during the window")
         os.killpg(proc.pid, signal.SIGTERM)  # Locust stops its users (they quit) and writes its file
         proc.wait(30)
-        intervals = load_histogram_file(hdr)["intervals"]
-        messages = sum(_count(row) for row in intervals if t0 <= row["t"] and row["t"] + 1 <= t1)
+        intervals = load_histogram_file(hdr).intervals
+        messages = sum(_count(row) for row in intervals if t0 <= row.t and row.t + 1 <= t1)
         seconds = max(1, int(t1) - int(t0) - 1)
         return Measure(connections, think, rss, 100.0 * (c1 - c0) / (t1 - t0), messages / seconds, last - first)
     finally:
@@ -108,10 +108,10 @@ def measure(server: RunningServer, connections: int, think: float, window: float
             proc.wait()
 
 
-def _count(row: dict) -> int:
+def _count(row: Interval) -> int:
     from hdrh.histogram import HdrHistogram
 
-    encoded = row["histograms"].get("message")
+    encoded = row.histograms.get("message")
     return HdrHistogram.decode(encoded).get_total_count() if encoded else 0
 
 
@@ -141,7 +141,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from harness.machine import raise_nofile_limit
+    from harness.host import raise_nofile_limit
 
     raise_nofile_limit()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:

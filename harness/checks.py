@@ -25,7 +25,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 UNITS = {"us": 1.0, "µs": 1.0, "ms": 1_000.0, "s": 1_000_000.0, "": 1.0}
 EXPR_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(us|µs|ms|s|%)?\s*$")
-LATENCY_STATS = {label: key for key, label in PERCENTILES} | {
+LATENCY_STATS = {label: key for key, label, _ in PERCENTILES} | {
     "p999": "p999_us",
     "p9999": "p9999_us",
     "mean": "mean_us",
@@ -70,9 +70,9 @@ def is_latency_metric(metric: str) -> bool:
     return any(metric.endswith("." + stat) and len(metric) > len(stat) + 1 for stat in LATENCY_STATS)
 
 
-def cell_metrics(cell: CellResult) -> dict[str, float]:
-    """Flatten a cell into the names checks use."""
-    metrics: dict[str, float] = {
+def cell_metrics(cell: CellResult) -> dict[str, float | None]:
+    """Flatten a cell into the names checks use; a figure that was not measured is None."""
+    metrics: dict[str, float | None] = {
         "throughput": cell.throughput,
         "messages": float(cell.messages),
         "errors": float(cell.total_errors),
@@ -82,7 +82,8 @@ def cell_metrics(cell: CellResult) -> dict[str, float]:
     }
     for name, lat in cell.latency.items():
         for short, key in LATENCY_STATS.items():
-            metrics[f"{name}.{short}"] = float(getattr(lat, key))
+            value = getattr(lat, key)
+            metrics[f"{name}.{short}"] = None if value is None else float(value)
         metrics[f"{name}.count"] = float(lat.count)
     for key in ("threads_mean", "threads_max", "cpu_percent_mean", "cpu_percent_max", "rss_bytes_max", "fds_max", "connections_max"):
         metrics[f"server.{key}"] = float(getattr(cell.server, key))
@@ -91,14 +92,16 @@ def cell_metrics(cell: CellResult) -> dict[str, float]:
     return metrics
 
 
-def evaluate(checks: Iterable[Check], rows: Iterable[tuple[str, Mapping[str, float]]]) -> list[str]:
-    """Return one line per (check, row) that does not hold; a metric a row lacks is broken too."""
+def evaluate(checks: Iterable[Check], rows: Iterable[tuple[str, Mapping[str, float | None]]]) -> list[str]:
+    """Return one line per (check, row) that does not hold; a metric a row lacks, or did not measure, is broken too."""
     broken: list[str] = []
     rows = list(rows)
     for check in checks:
         for label, metrics in rows:
             actual = metrics.get(check.metric)
-            if actual is None:
+            if actual is None and check.metric in metrics:
+                broken.append(f"check {check.text}: {label}: {check.metric} was not measured (no data)")
+            elif actual is None:
                 known = ", ".join(sorted(k for k in metrics if "." not in k or k.startswith("message.")))
                 broken.append(f"check {check.text}: {label}: no metric {check.metric!r} (some known: {known})")
             elif not check.holds(actual):

@@ -7,15 +7,16 @@ cell), 2 bad usage, 130 interrupted (finished cells are kept and reported).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.addresses import parse_host
+from harness.target import parse_host
 from harness.locust_run import locust_args_ok
 from harness.checks import Check, CheckError, cell_metrics, evaluate, parse_check
 from harness.progress import make_progress
@@ -69,6 +70,25 @@ def variant_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def number_in(low: float, high: float, *, low_open: bool, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number in the range (``low_open``: ``low`` itself refused; ``high`` never)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value < high):
+            raise argparse.ArgumentTypeError(f"must be {what}: {text!r}")
+        return value
+
+    return parse
+
+
+positive_number = number_in(0.0, math.inf, low_open=True, what="a finite number above 0")
+fraction = number_in(0.0, 1.0, low_open=False, what="a fraction in [0, 1) (0.10 = 10%)")
+
+
 def check_expr(text: str) -> Check:
     try:
         return parse_check(text)
@@ -82,7 +102,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--duration", type=duration, default=defaults.get("duration", "20s"), help="steady window of each cell (default %(default)s)")
     p.add_argument("--warmup", type=duration, default=defaults.get("warmup", "5s"), help="dropped from each cell's figures (default %(default)s)")
     p.add_argument("--scenario", default="chat", help="scenario file or shipped name (default %(default)s)")
-    p.add_argument("--rate", type=float, default=defaults.get("rate"), help="open loop: messages/s over all users (default: %(default)s; None: closed loop)")
+    p.add_argument("--rate", type=positive_number, default=defaults.get("rate"), help="open loop: messages/s over all users (default: %(default)s; None: closed loop)")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (--processes); 0: one process")
     p.add_argument("--expect-workers", type=int, default=0, metavar="N", help="run Locust as master and wait for N workers (locust -f SCENARIO --worker --master-host HOST)")
     p.add_argument("--master-bind", default="*:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s)")
@@ -92,7 +112,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--target", default=None, metavar="HOST:PORT", help="sweep a server you run (loopback only) instead of starting variants")
     p.add_argument("--pid", type=int, default=None, help="with --target: the server's PID, to sample it")
     p.add_argument("--out", type=Path, default=None, help=f"results folder (default {DEFAULT_OUT}/RUN-ID); must be new")
-    p.add_argument("--slo-ms", type=float, default=10.0, help="message p99 target for the report's findings (default %(default)s)")
+    p.add_argument("--slo-ms", type=positive_number, default=10.0, help="message p99 target for the report's findings (default %(default)s)")
     p.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="e.g. 'message.p99<5ms', 'errors==0', 'throughput>=10000'; exit 1 if broken")
     p.add_argument("--quiet", action="store_true", help="one line per cell, no progress bar")
 
@@ -106,13 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_options(sweep, {})
     report = sub.add_parser("report", help="build the HTML report of a results folder")
     report.add_argument("results", type=Path)
-    report.add_argument("--slo-ms", type=float, default=10.0)
-    report.add_argument("--out", type=Path, default=None, help="report file (default RESULTS/report.html)")
+    report.add_argument("--slo-ms", type=positive_number, default=10.0, help="message p99 target for the findings (default %(default)s)")
+    report.add_argument("--out", type=Path, default=None, help="report file (*.html) or folder (default RESULTS/report.html)")
     compare = sub.add_parser("compare", help="compare two results folders cell by cell (B against A)")
     compare.add_argument("before", type=Path)
     compare.add_argument("after", type=Path)
-    compare.add_argument("--threshold", type=float, default=0.10, help="flag changes worse than this fraction (default %(default)s)")
-    compare.add_argument("--out", type=Path, default=None, help="comparison report (default AFTER/compare.html)")
+    compare.add_argument("--threshold", type=fraction, default=0.10, help="flag changes worse than this fraction (default %(default)s)")
+    compare.add_argument("--out", type=Path, default=None, help="comparison report file (*.html) or folder (default AFTER/compare.html)")
     compare.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="on the after run's cells, or ratio.METRIC (after/before)")
     return parser
 
@@ -135,8 +155,6 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
         locust_args_ok(args.locust_arg)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.rate is not None and args.rate <= 0:
-        raise UsageError("--rate must be more than 0")
     target = None
     variants = args.variants
     if args.target is not None:
@@ -229,7 +247,10 @@ def comparison_ratios(comparison: Any) -> dict[tuple[str, int], dict[str, float]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (2) or --help (0): a return code, as main's contract says
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command in ("run", "sweep"):
             return cmd_sweep(args, argv)
@@ -238,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_compare(args)
     except (UsageError, ResultError) as exc:
         print(f"swarmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"swarmbench: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("swarmbench: interrupted", file=sys.stderr)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.servers import die_with_parent, no_interrupts
+from harness.processes import die_with_parent, no_interrupts, stop_group
 
 #: A row of Locust's periodic console table for the request name "message".
 MESSAGE_ROW_RE = re.compile(r"^\S+\s+message\s+(\d+)\s.*\|\s*([\d.]+)\s+([\d.]+)\s*$", re.MULTILINE)
@@ -54,7 +54,7 @@ class LocustJob:
 
     def argv(self) -> list[str]:
         argv = [
-            sys.executable, "-m", "locust", "-f", str(self.scenario),
+            sys.executable, "-P", "-m", "locust", "-f", str(self.scenario),
             "--headless", "--host", self.host_url,
             "-u", str(self.users), "-r", f"{self.spawn_rate:g}",
             "-t", f"{max(1, round(self.run_time_s))}s",
@@ -148,20 +148,6 @@ def run_locust(
             stop_group(proc)
         raise
     return LocustOutcome(tuple(argv), proc.returncode, timed_out, False, started, time.time())
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM the process group (Locust writes its files), SIGKILL after ``timeout``."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def live_rate(log_file: Path, tail_bytes: int = 16384) -> float | None:

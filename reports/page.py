@@ -8,7 +8,6 @@ URIs so the file can be mailed, archived or attached to a CI run on its own.
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from harness.results import write_bytes
 from reports.plots import Plot
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -71,12 +71,9 @@ def render_page(title: str, subtitle: str, sections: Sequence[dict[str, Any]]) -
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Readers (a browser, a CI artifact upload) never see half a file."""
+    """Readers (a browser, a CI artifact upload) never see half a file: the project's one writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def output_paths(default_dir: Path, out: Path | None, default_name: str) -> Path:

@@ -8,6 +8,7 @@ every plot; non-positive values are left off log axes rather than drawn at zero.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
-from harness.results import CellResult, RunManifest  # noqa: E402
+from harness.results import CellResult, RunManifest, write_bytes  # noqa: E402
 from reports.findings import CONNECT_JUMP_MS, by_variant  # noqa: E402
 from reports.summary import CONNECT, MIB, kernel_counter, latency, users_word, variant_order  # noqa: E402
 
@@ -125,9 +126,9 @@ def marker_legend(ax: Axes, cells: Sequence[CellResult], **kwargs: object) -> No
 
 def save(fig: Figure, out_dir: Path, name: str, title: str, caption: str, **extra: object) -> Plot:
     path = out_dir / f"{name}.png"
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    tmp.replace(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI)
+    write_bytes(path, png.getvalue())  # a unique temporary name: two reports on one folder never collide
     w, h = fig.get_size_inches()
     return Plot(name, title, caption, path, round(w * DPI), round(h * DPI), **extra)  # type: ignore[arg-type]
 

@@ -6,7 +6,7 @@ import random
 
 from locust import task
 
-from harness.tcp import TcpUser
+from harness.user import TcpUser
 
 
 class AbruptUser(TcpUser):

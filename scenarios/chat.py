@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from locust import task
 
-from harness.tcp import TcpUser
+from harness.user import TcpUser
 
 
 class ChatUser(TcpUser):

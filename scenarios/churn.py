@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from locust import task
 
-from harness.tcp import TcpUser
+from harness.user import TcpUser
 
 
 class ChurnUser(TcpUser):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gevent
 from locust import task
 
-from harness.tcp import TcpUser
+from harness.user import TcpUser
 
 PIECE_BYTES = 3
 PIECE_PAUSE = 0.05

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from harness.servers import RunningServer, start_server
+from harness.server_process import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
 import random
 import selectors
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import psutil
+import pytest
 
+from harness.results.histogram_file import HistogramFile, load_histogram_file
 from server.protocol import QUIT, REPLY
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+#: Below pytest's own timeout (pyproject.toml), so a stuck child is killed by the test, not left behind.
+RUN_TIMEOUT = 90
 
 
 def free_port() -> int:
@@ -30,6 +43,70 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
             return bool(predicate())
         time.sleep(interval)
     return True
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """:func:`wait_for`, failing the test with ``what`` when ``timeout`` seconds pass."""
+    if not wait_for(predicate, timeout, interval=0.02):
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def locust_argv(scenario: str | Path, *args: str) -> list[str]:
+    """``python -m locust -f SCENARIO ARGS``: a file of scenarios/ by name, or any locustfile path."""
+    path = Path(scenario) if os.sep in str(scenario) else SCENARIOS / scenario
+    return [sys.executable, "-m", "locust", "-f", str(path), *args]
+
+
+@dataclass
+class LocustResult:
+    code: int
+    output: str
+    hdr: HistogramFile | None = None
+    locust: dict[str, dict[str, Any]] = field(default_factory=dict)  # Locust's own --json entries by name
+
+
+def run_locust(
+    scenario: str | Path, tmp: Path, host: str, *args: str, users: int = 5, seconds: int = 3
+) -> LocustResult:
+    """A headless run in its own session; returns its exit code, output, histogram file and Locust's counts."""
+    hdr, stats = tmp / "hdr.json", tmp / "locust"
+    argv = locust_argv(scenario) + [
+        "--headless", "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--host", host,
+        "--hdr-file", str(hdr), "--json-file", str(stats), "--only-summary", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # a locustfile outside the project imports it
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        kill_group(proc)
+    result = LocustResult(proc.returncode, output)
+    if hdr.exists():
+        result.hdr = load_histogram_file(hdr)
+    stats_file = tmp / "locust.json"
+    if stats_file.exists():
+        result.locust = {e["name"]: e for e in json.loads(stats_file.read_text())}
+    return result
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a child started with ``start_new_session`` and everything it started (Locust's workers)."""
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def assert_counts_match(result: LocustResult) -> None:
+    """Every request name: histogram count + failures == Locust's own request count."""
+    hdr, locust = result.hdr, result.locust
+    assert hdr is not None and locust, result.output
+    for name, entry in locust.items():
+        failed = sum(hdr.failures.get(name, {}).values())
+        assert entry["num_failures"] == failed, (name, entry["num_failures"], failed)
+        assert hdr.names[name].count + failed == entry["num_requests"], name
 
 
 def converse(address: tuple[str, int], messages: list[bytes], timeout: float = 10.0) -> int:

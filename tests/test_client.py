@@ -8,7 +8,7 @@ from typing import Callable
 
 from helpers import free_port, wait_for
 
-from harness.servers import RunningServer
+from harness.server_process import RunningServer
 
 
 def run_client(port: int, stdin: str) -> subprocess.CompletedProcess[str]:

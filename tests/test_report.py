@@ -33,7 +33,7 @@ from harness.results import (
     write_cell,
 )
 from reports import build_comparison_report, build_report, compare_runs, render_comparison_text
-from reports.__main__ import main
+from harness.cli import main
 from reports.findings import connect_finding, find, slo_limit, thread_finding
 from reports.summary import load_cells, render_summary_text, summary_rows
 
@@ -269,12 +269,13 @@ def test_bad_folders_raise_result_error(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(ResultError):
         compare_runs(tmp_path / "empty", only_manifest)
     (only_manifest / "cell-x-u00001.json").write_text("{not json")
-    assert main([str(only_manifest)]) == 2
+    assert main(["report", str(only_manifest)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not valid JSON" in err and "Traceback" not in err
-    for bad in (["--slo-ms", "-1"], ["--slo-ms", "x"], ["--threshold", "1.5", "a", "b"], ["a", "b", "c"]):
-        args = bad if len(bad) > 2 and "--threshold" in bad else [str(tmp_path), *bad]
-        assert main(args) == 2, bad
+    for args in (["report", str(tmp_path), "--slo-ms", "-1"], ["report", str(tmp_path), "--slo-ms", "x"],
+                 ["compare", "a", "b", "--threshold", "1.5"], ["compare", "a", "b", "--threshold", "nan"],
+                 ["report", "a", "b", "c"]):
+        assert main(args) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error" in err, err
 
@@ -285,8 +286,8 @@ def test_main_builds_a_report_of_a_run_without_manifest(tmp_path: Path, capsys: 
     for n, users in enumerate((1, 10)):
         write_cell(folder, make_cell("threaded", users, n))
     out = tmp_path / "elsewhere" / "r.html"
-    assert main([str(folder), "--out", str(out), "--slo-ms", "1"]) == 0
-    assert f"Report: {out}" in capsys.readouterr().out
+    assert main(["report", str(folder), "--out", str(out), "--slo-ms", "1"]) == 0
+    assert f"report: {out}" in capsys.readouterr().out
     html = out.read_text()
     assert "run.json not found" in html and "up to 1 user" in html
     assert (out.parent / "summary.csv").exists() and not (folder / "report.html").exists()

@@ -20,26 +20,19 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import ROOT, free_port, locust_argv
 
-from harness.histograms import load_histogram_file
+from harness.results.histogram_file import load_histogram_file
 from harness.kernel import ConnectionCounter
-from harness.servers import RunningServer
+from harness.server_process import RunningServer
 
-ROOT = Path(__file__).resolve().parent.parent
-CHAT = str(ROOT / "scenarios" / "chat.py")
 USERS = 2000
 #: A listen queue that holds a spawn burst: the test counts connections, not SYN retries.
 BACKLOG = 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def locust(*args: str) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", CHAT, "--loglevel", "WARNING", *args]
+    return locust_argv("chat.py", "--loglevel", "WARNING", *args)
 
 
 @pytest.fixture
@@ -104,16 +97,16 @@ def test_2000_connections_asyncio(start: Any, spawn: Any, tmp_path: Path) -> Non
     assert sources == {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}  # --source-addresses 4, round robin
     assert finish(proc, log) == 0, log.read_text()[-3000:]
     data = load_histogram_file(hdr)
-    assert data["failures"] == {}
-    assert data["names"]["connect"]["count"] >= USERS
-    assert data["names"]["message"]["count"] >= USERS // 2  # each user sends within its first 4 s
+    assert data.failures == {}
+    assert data.names["connect"].count >= USERS
+    assert data.names["message"].count >= USERS // 2  # each user sends within its first 4 s
     own = locust_stats(stats)
     assert own["connect"]["num_requests"] >= USERS
     assert sum(e["num_failures"] for e in own.values()) == 0
-    assert data["names"]["message"]["count"] == own["message"]["num_requests"]
-    gen = data["generator"]
-    assert gen["users_max"] == USERS and gen["processes"][0]["nofile_limit"] > USERS
-    assert gen["processes"][0]["rss_bytes_max"] > 0
+    assert data.names["message"].count == own["message"]["num_requests"]
+    gen = data.generator
+    assert gen.users_max == USERS and gen.processes[0]["nofile_limit"] > USERS
+    assert gen.processes[0]["rss_bytes_max"] > 0
     # every user quit when the run stopped
     assert counter.count() == 0 or _drains(counter)
 
@@ -147,45 +140,25 @@ def test_master_two_workers_merge(start: Any, spawn: Any, tmp_path: Path) -> Non
         assert finish(worker, tmp_path / f"w{i}.log", timeout=15) == 0
     data = load_histogram_file(hdr)
     own = locust_stats(stats)
-    assert data["failures"] == {} and sum(e["num_failures"] for e in own.values()) == 0
+    assert data.failures == {} and sum(e["num_failures"] for e in own.values()) == 0
     for name in ("connect", "message", "session"):
-        assert data["names"][name]["count"] == own[name]["num_requests"], name
-    assert data["names"]["message"]["count"] > 600
+        assert data.names[name].count == own[name]["num_requests"], name
+    assert data.names["message"].count > 600
     # each worker's event-loop lag probe, merged second by second like the latencies (the master has none)
-    assert data["names"]["loop_lag"]["count"] > 0
-    assert sum(1 for row in data["intervals"] if "loop_lag" in row["histograms"]) >= 3
-    processes = data["generator"]["processes"]
+    assert data.names["loop_lag"].count > 0
+    assert sum(1 for row in data.intervals if "loop_lag" in row.histograms) >= 3
+    processes = data.generator.processes
     assert sorted(p["role"] for p in processes) == ["master", "worker", "worker"]
     worker_entries = [p for p in processes if p["role"] == "worker"]
     assert {p["pid"] for p in worker_entries} == {w.pid for w in workers}
     assert sorted(p["users_max"] for p in worker_entries) == [300, 300]
     assert all(p["samples"] > 0 and p["cpu_seconds"] > 0 for p in worker_entries)
-    assert data["generator"]["users_max"] == 600
-
-
-def test_source_pool_binds_round_robin_and_grows() -> None:
-    from harness.sources import SourcePool, auto_count
-
-    assert auto_count(10_000, ports=28_232) == 1 and auto_count(20_000, ports=28_232) == 2
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        pool = SourcePool("127.0.0.1", 3, auto=True)
-        sources = []
-        for _ in range(4):
-            with socket.socket() as s:
-                pool.bind(s)
-                s.connect(listener.getsockname())
-                sources.append(s.getsockname()[0])
-                listener.accept()[0].close()
-        assert sources == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]
-    assert pool.grow(3) and pool.size == 6 and pool.grow(3)  # a second caller sees it grown
-    fixed = SourcePool("127.0.0.1", 2, auto=False)
-    assert not fixed.grow(2) and fixed.size == 2
-    assert SourcePool("::1", 8, auto=True).size == 1  # one IPv6 loopback address: never bound
+    assert data.generator.users_max == 600
 
 
 SLOW_REPLY_USER = """
 from locust import task
-from harness.tcp import TcpUser
+from harness.user import TcpUser
 
 
 class SlowReplyUser(TcpUser):
@@ -209,5 +182,5 @@ def test_watchdog_timeouts_are_reply_timeouts(start: Any, spawn: Any, tmp_path: 
             "-u", "5", "-r", "5", "-t", "3s", "--stop-timeout", "2", "--hdr-file", str(hdr), "--loglevel", "WARNING"]
     proc = spawn(argv, log, env={"PYTHONPATH": str(ROOT)})  # the scenario lives outside the project
     assert finish(proc, log) == 1, log.read_text()[-2000:]  # Locust's exit code when requests failed
-    failures = load_histogram_file(hdr)["failures"]
+    failures = load_histogram_file(hdr).failures
     assert set(failures["message"]) == {"ReplyTimeout"} and failures["message"]["ReplyTimeout"] >= 5, failures

@@ -15,61 +15,10 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import free_port
+from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, free_port, kill_group, locust_argv, run_locust
 
-from harness.histograms import (
-    DISTINCT_STEP,
-    HIGHEST_US,
-    Recorder,
-    load_histogram_file,
-    summarize,
-    window,
-    window_failures,
-)
-from harness.servers import RunningServer
-
-ROOT = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT = 60
-
-
-def locust_argv(scenario: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(ROOT / "scenarios" / scenario), *args]
-
-
-def run_locust(scenario: str, tmp: Path, host: str, *args: str, users: int = 5, seconds: int = 3) -> dict[str, Any]:
-    """A headless run; returns its exit code, output, histogram file and Locust's own counts.
-
-    ``scenario``: a file of scenarios/, or the path of a locustfile elsewhere (it imports the project).
-    """
-    hdr, stats = tmp / "hdr.json", tmp / "locust"
-    if os.sep in scenario:
-        argv = [sys.executable, "-m", "locust", "-f", scenario]
-    else:
-        argv = locust_argv(scenario)
-    argv += [
-        "--headless", "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--host", host,
-        "--hdr-file", str(hdr), "--json-file", str(stats), "--only-summary", *args,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # a locustfile outside the project imports it
-    proc = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
-    result: dict[str, Any] = {"code": proc.returncode, "output": proc.stdout + proc.stderr}
-    if hdr.exists():
-        result["hdr"] = load_histogram_file(hdr)
-    stats_file = tmp / "locust.json"
-    if stats_file.exists():
-        result["locust"] = {e["name"]: e for e in json.loads(stats_file.read_text())}
-    return result
-
-
-def assert_counts_match(result: dict[str, Any]) -> None:
-    """Every request name: histogram count + failures == Locust's own request count."""
-    hdr, locust = result["hdr"], result["locust"]
-    assert locust, result["output"]
-    for name, entry in locust.items():
-        failed = sum(hdr["failures"].get(name, {}).values())
-        assert entry["num_failures"] == failed, (name, entry["num_failures"], failed)
-        assert hdr["names"][name]["count"] + failed == entry["num_requests"], name
-
+from harness.results.histogram_file import summarize
+from harness.server_process import RunningServer
 
 def server_threads(server: RunningServer) -> int:
     return psutil.Process(server.pid).num_threads()
@@ -103,22 +52,22 @@ def test_chat_headless_counts_and_clean_quits(start: Any, tmp_path: Path) -> Non
     server = start("threaded", backlog=128, log_level="INFO")  # INFO: the server logs each close and reset
     idle = settled_threads(server)
     result = run_locust("chat.py", tmp_path, server.url, "--think-time", "0.002", users=5)
-    assert result["code"] == 0, result["output"]
-    assert "Traceback" not in result["output"]
-    hdr = result["hdr"]
-    assert hdr["failures"] == {}
+    assert result.code == 0, result.output
+    assert "Traceback" not in result.output
+    hdr = result.hdr
+    assert hdr.failures == {}
     assert_counts_match(result)
-    message = hdr["names"]["message"]
-    assert message["count"] > 100 and 0 < message["p50_us"] <= message["p99_us"] <= message["max_us"]
-    assert set(hdr["names"]) >= {"connect", "message", "session", "loop_lag"}
-    assert hdr["names"]["loop_lag"]["count"] > 0
-    assert all("loop_lag" in row["histograms"] for row in hdr["intervals"][1:-1])  # every whole second
-    assert (tmp_path / message["hgrm"]).read_text().startswith("       Value")
+    message = hdr.names["message"]
+    assert message.count > 100 and 0 < message.p50_us <= message.p99_us <= message.max_us
+    assert set(hdr.names) >= {"connect", "message", "session", "loop_lag"}
+    assert hdr.names["loop_lag"].count > 0
+    assert all("loop_lag" in row.histograms for row in hdr.intervals[1:-1])  # every whole second
+    assert (tmp_path / "hdr.message.hgrm").read_text().startswith("       Value")
     # the per-second intervals add up to the totals
-    whole = window(hdr, 0, 2**40)
-    assert whole["message"].get_total_count() == message["count"]
-    assert summarize(whole["message"])["p50_us"] == message["p50_us"]
-    assert hdr["generator"]["processes"][0]["role"] == "local"
+    whole = hdr.window()
+    assert whole["message"].get_total_count() == message.count
+    assert summarize(whole["message"])["p50_us"] == message.p50_us
+    assert hdr.generator.processes[0]["role"] == "local"
     # every user quit: the server's per-connection threads are gone
     assert wait_threads(server, idle) <= idle
     log = server.log_text()
@@ -127,9 +76,9 @@ def test_chat_headless_counts_and_clean_quits(start: Any, tmp_path: Path) -> Non
 
 def test_processes_2_merges_counts(server: RunningServer, tmp_path: Path) -> None:
     result = run_locust("chat.py", tmp_path, server.url, "--processes", "2", users=4)
-    assert result["code"] == 0, result["output"]
+    assert result.code == 0, result.output
     assert_counts_match(result)
-    roles = sorted(p["role"] for p in result["hdr"]["generator"]["processes"])
+    roles = sorted(p["role"] for p in result.hdr.generator.processes)
     assert roles == ["master", "worker", "worker"]
 
 
@@ -137,35 +86,32 @@ def test_master_and_one_worker(server: RunningServer, tmp_path: Path) -> None:
     port = free_port()
     worker = subprocess.Popen(
         locust_argv("chat.py", "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
         result = run_locust(
             "chat.py", tmp_path, server.url, "--master", "--master-bind-host", "127.0.0.1",
             "--master-bind-port", str(port), "--expect-workers", "1", users=3,
         )  # fmt: skip
-        assert result["code"] == 0, result["output"]
+        assert result.code == 0, result.output
         assert_counts_match(result)
-        assert result["hdr"]["names"]["message"]["count"] > 100
+        assert result.hdr.names["message"].count > 100
         worker.wait(timeout=15)
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        kill_group(worker)
 
 
 def test_open_loop_rate(server: RunningServer, tmp_path: Path) -> None:
     result = run_locust("chat.py", tmp_path, server.url, "--rate", "400", users=5, seconds=4)
-    assert result["code"] == 0, result["output"]
-    hdr = result["hdr"]
-    assert "achieved" in result["output"]
-    assert {"message_uncorrected", "send_lag"} <= set(hdr["names"])
-    assert hdr["names"]["message_uncorrected"]["count"] == hdr["names"]["message"]["count"]
+    assert result.code == 0, result.output
+    hdr = result.hdr
+    assert "achieved" in result.output
+    assert {"message_uncorrected", "send_lag"} <= set(hdr.names)
+    assert hdr.names["message_uncorrected"].count == hdr.names["message"].count
     assert_counts_match(result)
-    if hdr["generator"]["saturated"]:
-        pytest.skip(f"generator saturated ({hdr['generator']['cpu_percent_max']}% of a core): it cannot hold a rate")
-    achieved = hdr["options"]["achieved_rate"]
-    assert abs(achieved - 400) <= 20, achieved
+    # no speed is asserted (a loaded machine may fall short); a schedule never runs ahead of its rate
+    assert hdr.options.rate == 400
+    assert 0 < hdr.options.achieved_rate <= 400 * 1.02, hdr.options.achieved_rate
 
 
 def test_open_loop_corrects_coordinated_omission(start: Any, tmp_path: Path) -> None:
@@ -176,13 +122,13 @@ def test_open_loop_corrects_coordinated_omission(start: Any, tmp_path: Path) -> 
     """
     server = start("threaded", backlog=128, extra_args=["--delay-ms", "20"])
     result = run_locust("chat.py", tmp_path, server.url, "--rate", "200", "--messages-per-session", "1000", users=2, seconds=3)
-    assert result["code"] == 0, result["output"]
-    names = result["hdr"]["names"]
+    assert result.code == 0, result.output
+    names = result.hdr.names
     corrected, uncorrected = names["message"], names["message_uncorrected"]
-    assert corrected["count"] == uncorrected["count"] > 10
-    assert uncorrected["p50_us"] >= 20_000  # the server's delay
-    assert corrected["p99_us"] > 5 * uncorrected["p99_us"], (corrected, uncorrected)
-    assert names["send_lag"]["p99_us"] > 100_000  # sends left their schedule behind
+    assert corrected.count == uncorrected.count > 10
+    assert uncorrected.p50_us >= 20_000  # the server's delay
+    assert corrected.p99_us > 5 * uncorrected.p99_us, (corrected, uncorrected)
+    assert names["send_lag"].p99_us > 100_000  # sends left their schedule behind
     assert_counts_match(result)
 
 
@@ -238,9 +184,9 @@ def test_request_listener_added_later_sees_every_message(
     monkeypatch.setenv("COUNTS_FILE", str(counts_file))
     monkeypatch.setenv("ADD_LISTENER", when)
     result = run_locust(str(locustfile), tmp_path, server.url, users=3, seconds=3)
-    assert result["code"] == 0, result["output"]
+    assert result.code == 0, result.output
     counts = json.loads(counts_file.read_text())
-    assert counts["locust_ok"] == result["hdr"]["names"]["message"]["count"]
+    assert counts["locust_ok"] == result.hdr.names["message"].count
     if when == "test_start":
         assert counts["base"] == 0
     else:
@@ -254,7 +200,7 @@ import time
 
 from locust import constant, task
 
-from harness.tcp import TcpUser
+from harness.user import TcpUser
 
 
 class StallingUser(TcpUser):
@@ -273,53 +219,20 @@ def test_loop_lag_sees_a_held_hub(tmp_path: Path) -> None:
     locustfile = tmp_path / "stall.py"
     locustfile.write_text(STALLING_USER)
     result = run_locust(str(locustfile), tmp_path, f"127.0.0.1:{free_port()}", users=1, seconds=2)
-    assert result["code"] == 0, result["output"]
-    lag = result["hdr"]["names"]["loop_lag"]
-    assert lag["count"] > 100
-    assert lag["max_us"] >= 40_000, lag  # a probe due during a 50 ms stall wakes at its end
-    assert lag["p50_us"] < lag["max_us"]
-
-
-def test_values_above_60_s_are_clamped_not_dropped() -> None:
-    recorder = Recorder()
-    recorder.buffer("message").extend([90_000_000, 61_000_000, 500, 700, -3])
-    recorder.flush()
-    summary = summarize(recorder.totals["message"], recorder.out_of_range["message"])
-    assert summary["count"] == 5 and summary["out_of_range"] == 2
-    assert summary["min_us"] == 0  # a negative value is recorded as 0
-    assert HIGHEST_US <= summary["max_us"] < 1.001 * HIGHEST_US and summary["p99_us"] >= HIGHEST_US
-    # a window of intervals does not know the counter: the top bucket stands for it
-    assert summarize(window(recorder.to_dict(Path("x.json")), 0, 2**40)["message"])["out_of_range"] == 2
-
-
-def test_flush_in_bounded_steps_loses_nothing_when_stopped_midway() -> None:
-    """The rotator yields between steps; a flush abandoned part-way is finished by the next one."""
-    recorder = Recorder()
-    recorder.buffer("message").extend(range(1, 12_001))  # 12,000 distinct values
-    recorder.buffer("connect").extend([5] * 20_000)
-    first = recorder.second
-    steps = recorder.flush_steps(1)
-    for _ in range(3):
-        next(steps)
-    recorder.buffer("message").append(7)  # recorded during the flush: belongs to the next second
-    steps.close()  # the rotator killed between two steps
-    assert recorder.jobs
-    recorder.flush()
-    assert recorder.count("message") == 12_001 and recorder.count("connect") == 20_000
-    assert not recorder.jobs
-    assert recorder.per_second["message"] == {first: 12_000, 1: 1}
-    fresh = Recorder()
-    fresh.buffer("message").extend(range(1, 12_001))
-    assert sum(1 for _ in fresh.flush_steps()) >= 12_000 // DISTINCT_STEP
+    assert result.code == 0, result.output
+    lag = result.hdr.names["loop_lag"]
+    assert lag.count > 100
+    assert lag.max_us >= 40_000, lag  # a probe due during a 50 ms stall wakes at its end
+    assert lag.p50_us < lag.max_us
 
 
 @pytest.mark.parametrize("scenario", ["churn.py", "slow.py", "abrupt.py"])
 def test_other_scenarios_run_clean(server: RunningServer, tmp_path: Path, scenario: str) -> None:
     idle = settled_threads(server)
     result = run_locust(scenario, tmp_path, server.url, users=4)
-    assert result["code"] == 0, result["output"]
-    assert result["hdr"]["failures"] == {}
-    assert result["hdr"]["names"]["message"]["count"] > 0
+    assert result.code == 0, result.output
+    assert result.hdr.failures == {}
+    assert result.hdr.names["message"].count > 0
     assert_counts_match(result)
     assert wait_threads(server, idle) <= idle
     assert server.alive()
@@ -328,19 +241,19 @@ def test_other_scenarios_run_clean(server: RunningServer, tmp_path: Path, scenar
 def test_abrupt_leaves_by_close_and_reset(start: Any, tmp_path: Path) -> None:
     server = start("threaded", backlog=128, log_level="INFO")
     result = run_locust("abrupt.py", tmp_path, server.url, users=2, seconds=2)
-    assert result["code"] == 0, result["output"]
+    assert result.code == 0, result.output
     log = server.log_text()
     assert "lost: ConnectionResetError" in log  # the resets
-    assert "session" not in result["hdr"]["names"] or result["hdr"]["names"]["session"]["count"] <= 2
+    assert "session" not in result.hdr.names or result.hdr.names["session"].count <= 2
 
 
 def test_nobody_listening_counts_connect_failures(tmp_path: Path) -> None:
     result = run_locust("chat.py", tmp_path, f"127.0.0.1:{free_port()}", users=2, seconds=2)
-    assert result["code"] == 1, result["output"]
-    assert "Traceback" not in result["output"]
-    refused = result["hdr"]["failures"]["connect"]["ConnectRefused"]
-    assert refused == result["locust"]["connect"]["num_failures"] > 0
-    assert window_failures(result["hdr"], 0, 2**40)["connect"]["ConnectRefused"] == refused
+    assert result.code == 1, result.output
+    assert "Traceback" not in result.output
+    refused = result.hdr.failures["connect"]["ConnectRefused"]
+    assert refused == result.locust["connect"]["num_failures"] > 0
+    assert result.hdr.window_failures()["connect"]["ConnectRefused"] == refused
 
 
 @pytest.mark.parametrize(
@@ -401,30 +314,3 @@ def test_web_ui_lists_the_options(web_ui: str) -> None:
         assert option in page, option
 
 
-def test_loader_rejects_other_files(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"kind": "swarmbench.histograms", "schema_version": 99}))
-    with pytest.raises(ValueError, match="schema_version 99"):
-        load_histogram_file(bad)
-    bad.write_text("not json")
-    with pytest.raises(ValueError, match="not a readable histogram file"):
-        load_histogram_file(bad)
-    assert os.path.exists(bad)
-
-
-def test_pacer_resumes_from_now_after_a_connect_and_never_moves_back() -> None:
-    """Connect time is connect's: a schedule left behind while connecting is not charged to messages."""
-    from time import perf_counter_ns
-
-    from harness.pacing import Pacer
-
-    pacer = Pacer(per_user_rate=100.0)
-    assert pacer.interval_ns == 10_000_000
-    pacer.next_ns = perf_counter_ns() - 3_000_000_000  # three seconds behind, as after a slow connect
-    before = perf_counter_ns()
-    pacer.resume()
-    assert pacer.next_ns >= before
-    ahead = perf_counter_ns() + 5_000_000_000
-    pacer.next_ns = ahead
-    pacer.resume()
-    assert pacer.next_ns == ahead

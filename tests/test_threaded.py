@@ -24,7 +24,7 @@ import psutil
 import pytest
 from helpers import free_port
 
-from harness.servers import RunningServer, wait_accepting
+from harness.server_process import RunningServer, wait_accepting
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
 
 ROOT = Path(__file__).resolve().parent.parent

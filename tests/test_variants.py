@@ -22,7 +22,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from harness.servers import RunningServer
+from harness.server_process import RunningServer
 from server.protocol import QUIT, REPLY
 from server.variants import VARIANTS
 from helpers import converse, cpu_seconds, read_to_eof, resources, run_clients, wait_for

@@ -246,9 +246,9 @@ def _print_sample(sample: Sample) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.sampler PID [--port P] [--interval S] [--duration S]``."""
+    """``python -m harness.server_sampler PID [--port P] [--interval S] [--duration S]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m harness.sampler",
+        prog="python -m harness.server_sampler",
         description="Print a server's threads, CPU, RSS, fds and connections, one line per sample.",
     )
     parser.add_argument("pid", type=int)

@@ -1,4 +1,4 @@
-"""Target addresses: ``tcp://host:port``, ``host:port``, ``[::1]:port``; loopback only.
+"""The target: its address (``tcp://host:port``, ``host:port``, ``[::1]:port``; loopback only) and process.
 
 Swarmbench generates load only toward this machine (127.0.0.0/8 or ::1):
 anything else is refused here, before a single connect. Shared by the Locust
@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from harness.server_process import RunningServer
 
 DEFAULT_URL = "tcp://127.0.0.1:8000"
 
@@ -41,3 +46,26 @@ def parse_host(host: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
     if not ip.is_loopback:
         raise ValueError(f"host {host!r} refused: only loopback (127.0.0.0/8, ::1, localhost) is allowed")
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (str(ip), port)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The server a cell loads: where it listens, its PID when known, and its process when the harness started it."""
+
+    host: str
+    port: int
+    pid: int | None = None
+    server: RunningServer | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def started_here(self) -> bool:
+        return self.server is not None

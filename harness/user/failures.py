@@ -9,42 +9,23 @@ import errno
 
 
 class TcpFailure(Exception):
+    """A failed call; ``text`` is its default message (no address: Locust groups failures by message)."""
+
     text = "tcp failure"
 
     def __init__(self, text: str | None = None) -> None:
         super().__init__(text or self.text)
 
 
-class ConnectRefused(TcpFailure):
-    text = "connection refused"
-
-
-class ConnectTimeout(TcpFailure):
-    text = "connect timed out"
-
-
-class ConnectFailed(TcpFailure):
-    text = "connect failed"
-
-
-class ResetByServer(TcpFailure):
-    text = "connection reset by the server"
-
-
-class ReplyTimeout(TcpFailure):
-    text = "no reply in time"
-
-
-class ClosedByServer(TcpFailure):
-    text = "the server closed the connection"
-
-
-class UnexpectedReply(TcpFailure):
-    text = "a reply other than '-'"
-
-
-class SocketFailure(TcpFailure):
-    text = "socket error"
+# One line each: the class names are what Locust's failure table and the result files count.
+class ConnectRefused(TcpFailure): text = "connection refused"  # noqa: E701
+class ConnectTimeout(TcpFailure): text = "connect timed out"  # noqa: E701
+class ConnectFailed(TcpFailure): text = "connect failed"  # noqa: E701
+class ResetByServer(TcpFailure): text = "connection reset by the server"  # noqa: E701
+class ReplyTimeout(TcpFailure): text = "no reply in time"  # noqa: E701
+class ClosedByServer(TcpFailure): text = "the server closed the connection"  # noqa: E701
+class UnexpectedReply(TcpFailure): text = "a reply other than expected"  # noqa: E701
+class SocketFailure(TcpFailure): text = "socket error"  # noqa: E701
 
 
 def classify(exc: OSError, connecting: bool = False) -> TcpFailure:

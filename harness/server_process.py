@@ -7,7 +7,6 @@ port. Its output goes to a log file that is kept.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -16,36 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGTERM when the harness dies, even by SIGKILL (Linux).
-
-    No imports or allocations here: it runs between fork and exec.
-    """
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C off while children are being stopped, so a second one can't orphan them."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to hold off
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
+from harness.processes import die_with_parent, no_interrupts
 
 SERVING_RE = re.compile(r"^Serving on \[?([^\]\s]+?)\]?:(\d+) ", re.MULTILINE)
 
@@ -129,7 +103,7 @@ def server_command(
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     return [
-        sys.executable, "-m", "server", variant,
+        sys.executable, "-P", "-m", "server", variant,
         "--host", host, "--port", str(port), "--backlog", str(backlog),
         "--log-level", log_level, *extra_args,
     ]  # fmt: skip

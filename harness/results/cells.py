@@ -9,26 +9,16 @@ that was finished.
 from __future__ import annotations
 
 import json
-import os
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-CELL_KIND = "swarmbench.cell"
-RUN_KIND = "swarmbench.run"
-MANIFEST_NAME = "run.json"
+from harness.results.format import CELL_KIND, RUN_KIND, ResultError, check_header, header
+from harness.results.store import write_json, write_new
 
-#: Percentile keys of a latency summary, in order, with their labels.
-PERCENTILES: tuple[tuple[str, str], ...] = (
-    ("p50_us", "p50"),
-    ("p90_us", "p90"),
-    ("p95_us", "p95"),
-    ("p99_us", "p99"),
-    ("p999_us", "p99.9"),
-    ("p9999_us", "p99.99"),
-)
+MANIFEST_NAME = "run.json"
 
 #: Cell outcomes. "ok": ran its full window; "failed": the cell could not run
 #: or the generator failed; "server-died": the server was gone at the end;
@@ -36,30 +26,50 @@ PERCENTILES: tuple[tuple[str, str], ...] = (
 STATUSES = ("ok", "failed", "server-died", "interrupted")
 
 
-class ResultError(ValueError):
-    """A result file that cannot be read; the message is one line."""
-
-
 @dataclass(frozen=True, slots=True)
 class Latency:
-    """Microsecond percentiles of one request name over the steady window."""
+    """Microsecond figures of one request name; ``None`` where there was nothing to measure."""
 
     count: int = 0
-    min_us: float = 0.0
-    max_us: float = 0.0
-    mean_us: float = 0.0
-    p50_us: float = 0.0
-    p90_us: float = 0.0
-    p95_us: float = 0.0
-    p99_us: float = 0.0
-    p999_us: float = 0.0
-    p9999_us: float = 0.0
+    min_us: float | None = None
+    max_us: float | None = None
+    mean_us: float | None = None
+    p50_us: float | None = None
+    p90_us: float | None = None
+    p95_us: float | None = None
+    p99_us: float | None = None
+    p999_us: float | None = None
+    p9999_us: float | None = None
     out_of_range: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Latency:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a latency summary must be an object, not {type(data).__name__}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                values[f.name] = _count(value) if f.name in ("count", "out_of_range") else _number(value)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: Any) -> float | None:
+    """A finite number or None (missing); anything else is malformed."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"not a finite number: {str(value)[:40]!r}")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"not a count: {str(value)[:40]!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +99,31 @@ class ServerStats:
 class GeneratorStats:
     """The load generator's own health: its figures mean nothing when saturated."""
 
-    cpu_percent_max: float = 0.0
+    cpu_percent_max: float = 0.0  # from spawning-complete on, when known
     saturated: bool = False
     processes: tuple[dict[str, Any], ...] = ()
+    cpu_percent_max_all: float = 0.0  # the whole run
+    rss_bytes_total: int = 0
+    users_max: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeneratorStats:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"generator must be an object, not {type(data).__name__}")
+        processes = data.get("processes", ())
+        if not isinstance(processes, (list, tuple)) or not all(isinstance(p, Mapping) for p in processes):
+            raise TypeError("generator.processes must be a list of objects")
         return cls(
-            cpu_percent_max=float(data.get("cpu_percent_max", 0.0)),
+            cpu_percent_max=float(_number(data.get("cpu_percent_max", 0.0)) or 0.0),
             saturated=bool(data.get("saturated", False)),
-            processes=tuple(data.get("processes", ())),
+            processes=tuple(dict(p) for p in processes),
+            cpu_percent_max_all=float(_number(data.get("cpu_percent_max_all", 0.0)) or 0.0),
+            rss_bytes_total=_count(data.get("rss_bytes_total", 0)),
+            users_max=_count(data.get("users_max", 0)),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "processes": [dict(p) for p in self.processes]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +193,7 @@ class CellResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        return {"schema_version": SCHEMA_VERSION, "kind": CELL_KIND, **data}
+        return {**header(CELL_KIND), **data}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
@@ -220,7 +244,7 @@ class RunManifest:
     outcome: str = "running"  # running, complete, interrupted, failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "kind": RUN_KIND, **asdict(self)}
+        return {**header(RUN_KIND), **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunManifest:
@@ -235,40 +259,9 @@ class RunManifest:
             raise ResultError(f"malformed run manifest: {exc}") from None
 
 
-def check_header(data: Mapping[str, Any], kind: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ResultError("not a JSON object")
-    if data.get("kind") != kind:
-        raise ResultError(f"not a {kind} file (kind={data.get('kind')!r})")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ResultError(f"schema_version {version!r} is not supported (this Swarmbench reads {SCHEMA_VERSION})")
-
-
-def write_new(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write JSON to a file that must not exist yet (results are never overwritten).
-
-    Written to a temporary name and linked into place, so a reader never sees a
-    half-written file and an existing file is never replaced.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise ResultError(f"{path} exists already: result files are never overwritten") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def replace_manifest(directory: Path, manifest: RunManifest) -> Path:
-    """The manifest alone is updated in place (its end time); atomically."""
-    path = directory / MANIFEST_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    """The manifest alone is updated in place (its end time and outcome), atomically."""
+    return write_json(directory / MANIFEST_NAME, manifest.to_dict())
 
 
 def write_cell(directory: Path, cell: CellResult) -> Path:

@@ -94,15 +94,3 @@ class SourcePool:
             return False
         self.addresses = addresses(self.size * 2)
         return True
-
-
-_POOLS: dict[str, SourcePool] = {}
-
-
-def pool_for(target: str, count: int, connections: int) -> SourcePool:
-    """The process's pool for ``target``: ``count`` addresses, or automatic when ``count`` is 0."""
-    pool = _POOLS.get(target)
-    if pool is None:
-        auto = count <= 0
-        pool = _POOLS[target] = SourcePool(target, auto_count(connections) if auto else count, auto)
-    return pool

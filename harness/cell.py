@@ -1,0 +1,179 @@
+"""One cell's result: Locust's histogram file, the server samples and the kernel counters, joined.
+
+Reads typed objects only (the :class:`~harness.results.histogram_file.HistogramFile`,
+the sampler's samples, the :class:`~harness.target.Target`) and returns an
+immutable :class:`~harness.results.CellResult`; nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.locust_run import LocustJob, LocustOutcome
+from harness.results import CellResult, GeneratorStats, Latency, ResultError, ServerStats, TimePoint
+from harness.results.histogram_file import Failures, HistogramFile, load_histogram_file, summarize
+from harness.server_sampler import Sample, summarize as summarize_samples
+from harness.target import Target
+
+#: Beside the cell results: Locust's logs and files, histograms, .hgrm, server logs.
+RAW = "raw"
+
+
+@dataclass(frozen=True, slots=True)
+class CellPlan:
+    """What every cell of a sweep shares."""
+
+    scenario: str
+    warmup_s: float
+    duration_s: float
+    rate: float | None
+    workers: int
+    run_id: str
+
+    @property
+    def cell_seconds(self) -> float:
+        return self.warmup_s + self.duration_s
+
+
+@dataclass(frozen=True, slots=True)
+class CellRun:
+    """What one cell's run produced, before it is summarised."""
+
+    variant: str
+    users: int
+    job: LocustJob
+    outcome: LocustOutcome
+    samples: tuple[Sample, ...]
+    kernel: dict[str, int]
+    died: bool
+
+
+def load_hdr(job: LocustJob, outcome: LocustOutcome) -> tuple[HistogramFile | None, str | None]:
+    """The cell's histogram file and the first error that explains a missing or broken one."""
+    error = outcome.error(job.log_file)
+    if not job.hdr_file.exists():
+        if error is None:
+            error = f"Locust wrote no histogram file: {job.log_file.name} says: " + last_line(job.log_file)
+        return None, error
+    try:
+        return load_histogram_file(job.hdr_file), error
+    except ResultError as exc:
+        return None, error or f"histogram file unreadable: {exc}"
+
+
+def steady_window(data: HistogramFile | None, start: float, plan: CellPlan) -> tuple[int, int]:
+    """Whole seconds after the warm-up and after the last user spawned, before Locust began to stop.
+
+    Locust arms ``-t`` before ``test_start``, so the planned end can fall after
+    the real stop; a second half-empty or holding the stop would bias the figures.
+    """
+    spawned = data.spawned_at if data is not None and data.spawned_at is not None else start
+    stopping = data.stopping_at if data is not None and data.stopping_at is not None else math.inf
+    ended = data.ended_at if data is not None else math.inf
+    begin = max(start + plan.warmup_s, spawned)
+    end = min(start + plan.cell_seconds, stopping, ended)
+    return math.ceil(begin), math.floor(end)
+
+
+def window_latency(data: HistogramFile, t0: int, t1: int) -> dict[str, Latency]:
+    """Each name's figures over the steady window, plus whole-run ``connect_all`` and ``unanswered``."""
+    latency = {name: Latency.from_dict(summarize(hist)) for name, hist in data.window(t0, t1).items()}
+    whole = data.window()
+    if "connect" in whole:  # ramp-up connect storms fall in the warm-up: keep them too
+        latency["connect_all"] = Latency.from_dict(summarize(whole["connect"]))
+    if "unanswered" in whole:  # recorded as the run stops, after the steady window
+        latency["unanswered"] = Latency.from_dict(summarize(whole["unanswered"]))
+    return latency
+
+
+def cell_status(outcome: LocustOutcome, died: bool, error: str | None) -> str:
+    if outcome.interrupted:
+        return "interrupted"
+    if died:
+        return "server-died"
+    return "failed" if error is not None else "ok"
+
+
+def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
+    """Join Locust's histograms, the server samples and the kernel counters of one cell."""
+    data, error = load_hdr(run.job, run.outcome)
+    start = data.started_at if data is not None else run.outcome.started_at
+    t0, t1 = steady_window(data, start, plan)
+    if t1 <= t0 and error is None and not run.outcome.interrupted:
+        error = "no steady window: Locust stopped before the warm-up ended (all users spawned late?)"
+    latency: dict[str, Latency] = {}
+    failures: Failures = {}
+    timeline: tuple[TimePoint, ...] = ()
+    if data is not None:
+        latency = window_latency(data, t0, t1)
+        failures = data.window_failures(t0, t1)
+        timeline = build_timeline(data, run.samples, start)
+    messages = latency["message"].count if "message" in latency else 0
+    stats = summarize_samples(list(run.samples), t0, t1) if run.samples else {}
+    server = target.server
+    exit_code = server.process.returncode if server is not None and run.died else None
+    job = run.job
+    return CellResult(
+        variant=run.variant,
+        users=run.users,
+        scenario=plan.scenario,
+        status=cell_status(run.outcome, run.died, error),
+        started_at=start,
+        ended_at=run.outcome.ended_at,
+        warmup_s=plan.warmup_s,
+        duration_s=plan.duration_s,
+        throughput=messages / (t1 - t0) if t1 > t0 else 0.0,
+        messages=messages,
+        rate=plan.rate,
+        workers=plan.workers,
+        latency=latency,
+        failures=failures,
+        failures_total=dict(data.failures) if data is not None else {},
+        server=ServerStats.from_dict({**stats, "pid": target.pid, "died": run.died, "exit_code": exit_code}),
+        kernel=run.kernel,
+        generator=data.generator if data is not None else GeneratorStats(),
+        timeline=timeline,
+        commands=tuple(c for c in (tuple(server.argv) if server else (), run.outcome.argv) if c),
+        files={
+            "histograms": f"{RAW}/{job.hdr_file.name}",
+            "locust_log": f"{RAW}/{job.log_file.name}",
+            "locust_json": f"{RAW}/{job.json_file.name}",
+            **({"server_log": f"{RAW}/{server.log_path.name}"} if server is not None else {}),
+        },
+        error=error,
+        run_id=plan.run_id,
+    )
+
+
+def build_timeline(data: HistogramFile, samples: tuple[Sample, ...], start: float) -> tuple[TimePoint, ...]:
+    """One point a second: messages/s and p99 from Locust, threads/CPU/RSS from the sampler."""
+    points = []
+    for t in sorted({iv.t for iv in data.intervals}):
+        message = data.window(t, t + 1).get("message")
+        fails = data.window_failures(t, t + 1)
+        in_second = [s for s in samples if t <= s.t < t + 1 and s.alive]
+        last = in_second[-1] if in_second else None
+        counted = message is not None and message.get_total_count() > 0
+        points.append(
+            TimePoint(
+                t=round(t - start, 3),
+                messages_per_s=float(message.get_total_count()) if message is not None else 0.0,
+                p99_us=float(message.get_value_at_percentile(99)) if counted else None,
+                threads=max(s.threads for s in in_second) if in_second else None,
+                cpu_percent=sum(s.cpu_percent for s in in_second) / len(in_second) if in_second else None,
+                rss_bytes=last.rss_bytes if last else None,
+                connections=last.connections if last else None,
+                failures=sum(sum(v.values()) for v in fails.values()),
+            )
+        )
+    return tuple(points)
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "nothing"
+    return lines[-1][:300] if lines else "nothing"

@@ -1,0 +1,123 @@
+"""The abstract Locust user of the chat protocol: scenarios subclass it and write tasks only.
+
+As Locust's custom XML-RPC example does: the user holds a timed client
+(:class:`~harness.user.client.TcpClient`) and offers building blocks
+(``connect``, ``send_messages``, ``quit``, ``leave_abruptly``) that tasks call.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from time import perf_counter_ns
+
+import gevent
+from locust import User
+from locust.exception import StopUser
+
+from harness.target import parse_host
+from harness.user.client import TcpClient
+from harness.user.options import DEFAULT_HOST, ScenarioOptions, scenario_options
+from harness.user.pacing import Pacer
+from harness.user.plugin import Run, plugin_of
+from harness.user.stats import StatsReporter
+
+LOG = logging.getLogger("swarmbench")
+#: A message in flight longer than this when the run stops counts as unanswered.
+STALLED_S = 1.0
+
+
+class TcpUser(User):
+    """Abstract Locust user for the chat server; scenarios subclass it and add tasks."""
+
+    abstract = True
+    host = DEFAULT_HOST
+    #: None: ``--connect-timeout`` (35 s: SYNs dropped by a full listen queue are resent at 1, 3, 7, 15, 31 s)
+    connect_timeout: float | None = None
+    reply_timeout = 10.0
+    quit_timeout = 2.0
+    backoff_min = 0.05
+    backoff_max = 1.0
+
+    options: ScenarioOptions
+    client: TcpClient
+    run: Run
+
+    def on_start(self) -> None:
+        self.client = None  # type: ignore[assignment]
+        self.pacer: Pacer | None = None
+        self._backoff = self.backoff_min
+        self._in_phase = True
+
+    def _setup(self) -> None:
+        """Options and host, checked in a task (a bad value from the web UI: one log line, user stops)."""
+        try:
+            self.options = options = scenario_options(self.environment.parsed_options)
+            family, address = parse_host(self.host or DEFAULT_HOST)
+        except ValueError as exc:
+            LOG.error("%s", exc)
+            raise StopUser() from None
+        plugin = plugin_of(self.environment)
+        self.run = plugin.current_run()
+        users = plugin.total_users()
+        self.client = TcpClient(
+            self.run, StatsReporter(self.environment.events.request), family, address,
+            connect_timeout=self.connect_timeout if self.connect_timeout is not None else options.connect_timeout,
+            reply_timeout=self.reply_timeout, quit_timeout=self.quit_timeout,
+            source_addresses=options.source_addresses, users=users,
+        )  # fmt: skip
+        self.payload = options.payload
+        if options.rate:
+            self.pacer = Pacer(options.rate / users)
+
+    # -- building blocks for scenario tasks ---------------------------------------------
+    def connect(self) -> None:
+        """Connect, retrying with bounded exponential backoff; returns once connected."""
+        if self.client is None:
+            self._setup()
+        while not self.client.connect():
+            gevent.sleep(self._backoff * random.uniform(0.5, 1.0))
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+        self._backoff = self.backoff_min
+        if self.pacer is not None:
+            self.pacer.resume()
+
+    def send_messages(self, count: int | None = None) -> bool:
+        """``count`` messages (default ``--messages-per-session``), open or closed loop."""
+        count = self.options.messages_per_session if count is None else count
+        if self.pacer is not None:
+            return self.client.messages(count, self.payload, self.pacer)
+        think = self.options.think_time
+        if think and self._in_phase:
+            # Locust spawns a second's users at once: without a random first pause they
+            # would send in lockstep, a burst of them every think time
+            self._in_phase = False
+            gevent.sleep(random.random() * think)
+        return self.client.messages(count, self.payload, think=think)
+
+    def quit(self) -> bool:
+        return self.client.quit()
+
+    def leave_abruptly(self) -> None:
+        """Close or reset, alternately over all sessions of the run in this process (half and half)."""
+        self.run.leaving += 1
+        if self.run.leaving % 2:
+            self.client.reset()
+        else:
+            self.client.close()
+
+    def on_stop(self) -> None:
+        """The run stops: a connected user quits cleanly, so the server sees quits, not resets.
+
+        A message still unanswered after ``STALLED_S`` is recorded (HDR only, as ``unanswered``,
+        with its wait so far): a server that leaves users unserved must not look fast just
+        because the messages it never answered are in no latency figure.
+        """
+        client = self.client
+        if client is not None and client.connected:
+            if client.busy:
+                waited = perf_counter_ns() - client.busy
+                if waited > STALLED_S * 1e9:
+                    client.recorder.buffer("unanswered").append(waited // 1000)
+            client.busy = 0
+            client.quit()
