@@ -24,6 +24,7 @@ def test_kernel_counters_parse_and_wrap() -> None:
     assert counter_deltas({"A": 2**32 - 1}, {"A": 1}) == {"A": 2}
 
 
+@pytest.mark.slow
 def test_listen_overflow_raises_kernel_counters() -> None:
     """Connects beyond a listen(1) queue that nobody accepts: the kernel drops their SYNs."""
     before = read_tcp_counters()

@@ -23,7 +23,7 @@ from harness.server_sampler import Sample, Sampler, main, summarize
 from harness.server_process import RunningServer
 from server.variants import VARIANTS
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 CLIENTS = 100
 StartServer = Callable[..., RunningServer]

@@ -26,6 +26,8 @@ from harness.results.histogram_file import load_histogram_file
 from harness.kernel import ConnectionCounter
 from harness.server_process import RunningServer
 
+pytestmark = pytest.mark.slow
+
 USERS = 2000
 #: A listen queue that holds a spawn burst: the test counts connections, not SYN retries.
 BACKLOG = 1024
@@ -57,7 +59,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
         proc.wait()
 
 
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 40.0) -> int:
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> int:
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -80,14 +82,14 @@ def test_2000_connections_asyncio(start: Any, spawn: Any, tmp_path: Path) -> Non
     hdr, stats, log = tmp_path / "hdr.json", tmp_path / "locust", tmp_path / "locust.log"
     proc = spawn(
         locust(
-            "--headless", "--host", server.url, "-u", str(USERS), "-r", "1000", "-t", "9s", "--stop-timeout", "3",
+            "--headless", "--host", server.url, "-u", str(USERS), "-r", "1000", "-t", "20s", "--stop-timeout", "3",
             "--think-time", "4", "--messages-per-session", "100", "--source-addresses", "4",
             "--hdr-file", str(hdr), "--json-file", str(stats),
         ),
         log,
     )  # fmt: skip
     counter = ConnectionCounter(server.pid, server.port)
-    most, deadline = 0, time.monotonic() + 30
+    most, deadline = 0, time.monotonic() + 60  # a generous bound, not a speed: Locust runs 20 s
     while most < USERS and proc.poll() is None and time.monotonic() < deadline:
         most = max(most, counter.count())
         time.sleep(0.05)
@@ -111,7 +113,7 @@ def test_2000_connections_asyncio(start: Any, spawn: Any, tmp_path: Path) -> Non
     assert counter.count() == 0 or _drains(counter)
 
 
-def _drains(counter: ConnectionCounter, timeout: float = 5.0) -> bool:
+def _drains(counter: ConnectionCounter, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while counter.count() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import socket
+
+pytestmark = pytest.mark.slow
 
 
 def test_source_pool_binds_round_robin_and_grows() -> None:

@@ -20,11 +20,13 @@ from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, free_port, kill_grou
 from harness.results.histogram_file import summarize
 from harness.server_process import RunningServer
 
+pytestmark = pytest.mark.slow
+
 def server_threads(server: RunningServer) -> int:
     return psutil.Process(server.pid).num_threads()
 
 
-def settled_threads(server: RunningServer, timeout: float = 5.0) -> int:
+def settled_threads(server: RunningServer, timeout: float = 30.0) -> int:
     """The server's thread count once it has not changed for 0.3 s (start-up probe connections gone)."""
     deadline = time.monotonic() + timeout
     last, same = server_threads(server), 0
@@ -36,7 +38,7 @@ def settled_threads(server: RunningServer, timeout: float = 5.0) -> int:
     return last
 
 
-def wait_threads(server: RunningServer, idle: int, timeout: float = 5.0) -> int:
+def wait_threads(server: RunningServer, idle: int, timeout: float = 30.0) -> int:
     deadline = time.monotonic() + timeout
     while (n := server_threads(server)) > idle and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -244,7 +246,10 @@ def test_abrupt_leaves_by_close_and_reset(start: Any, tmp_path: Path) -> None:
     assert result.code == 0, result.output
     log = server.log_text()
     assert "lost: ConnectionResetError" in log  # the resets
-    assert "session" not in result.hdr.names or result.hdr.names["session"].count <= 2
+    # sessions end only by --quit--: abrupt users never quit, so only the 2 users still connected at the stop can
+    sessions = result.hdr.names["session"].count if "session" in result.hdr.names else 0
+    assert sessions <= 2
+    assert " closed" in log  # the closes
 
 
 def test_nobody_listening_counts_connect_failures(tmp_path: Path) -> None:
