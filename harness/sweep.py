@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from harness import kernel
-from harness.cell import RAW, CellPlan, CellRun, assemble_cell
+from harness.cell import RAW, CellPlan, CellRun, assemble_cell, log_size
 from harness.locust_run import LocustJob, LocustOutcome, free_local_port, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
 from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_cell
@@ -178,6 +178,7 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         # --workers: a master on loopback, on a port free now, so two sweeps never share one
         master_bind=cfg.master_bind if cfg.expect_workers or not cfg.workers else ("127.0.0.1", free_local_port()),
     )
+    log_offset = log_size(target.server.log_path if target.server is not None else None)
     sampler = Sampler(target.pid, target.port).start() if target.pid is not None and psutil.pid_exists(target.pid) else None
     before = kernel.read_tcp_counters()
     started = time.time()
@@ -189,7 +190,7 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
     samples = sampler.stop() if sampler is not None else []
     measured = CellRun(
         variant=variant, users=users, job=job, outcome=outcome, samples=tuple(samples),
-        kernel=kernel.counter_deltas(before, after), died=server_died(target, samples),
+        kernel=kernel.counter_deltas(before, after), died=server_died(target, samples), log_offset=log_offset,
     )  # fmt: skip
     return assemble_cell(cfg.cell_plan(), target, measured)
 

@@ -29,10 +29,14 @@ def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 )  # fmt: skip
 def test_every_option_the_sweep_owns_is_refused_in_any_spelling(arg: str, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert "sets this itself" in refused_before_any_work(capsys, tmp_path, f"--locust-arg={arg}", arg)
+
+
+def refused_before_any_work(capsys: pytest.CaptureFixture[str], tmp_path: Path, option: str, arg: str) -> str:
     out = tmp_path / "r"
-    line = one_error_line(capsys, ["sweep", f"--locust-arg={arg}", "--out", str(out)])
-    assert "sets this itself" in line and arg in line
-    assert not out.exists()
+    line = one_error_line(capsys, ["sweep", option, "--out", str(out)])
+    assert arg in line and not out.exists()
+    return line
 
 
 @pytest.mark.parametrize("arg", ["--messages-per-session=1000", "--think-time=1", "--loglevel=INFO", "-L", "INFO",
@@ -45,10 +49,7 @@ def test_scenario_and_locust_options_the_sweep_does_not_own_pass(arg: str) -> No
                                  "--back=1"])
 def test_server_options_that_would_defeat_the_sweep_are_refused(arg: str, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "r"
-    line = one_error_line(capsys, ["sweep", f"--server-arg={arg}", "--out", str(out)])
-    assert "--server-arg" in line and arg in line
-    assert not out.exists()
+    assert "--server-arg" in refused_before_any_work(capsys, tmp_path, f"--server-arg={arg}", arg)
 
 
 @pytest.mark.parametrize("arg", ["--delay-ms=3", "--log-level=WARNING", "--workers=4", "--processes=2", "--loop=uvloop"])
