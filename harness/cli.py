@@ -1,7 +1,8 @@
 """``swarmbench``: sweep server designs across concurrency, report, compare, check.
 
 Exit codes: 0 all well, 1 a ``--check`` broke (or the sweep could not run a
-cell), 2 bad usage, 130 interrupted (finished cells are kept and reported).
+cell, or could not write a result), 2 bad usage, 130 interrupted by Ctrl-C and
+128 + N by SIGTERM or SIGHUP (finished cells are kept and reported).
 """
 
 from __future__ import annotations

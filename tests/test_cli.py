@@ -108,3 +108,14 @@ def test_repeated_levels_and_variants_are_removed_in_order() -> None:
 )
 def test_numbers_out_of_range_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     one_error_line(capsys, argv)
+
+
+def test_the_locust_master_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    from harness.cli import build_parser
+    from harness.locust_run import LocustJob
+
+    assert build_parser().parse_args(["sweep"]).master_bind == "127.0.0.1:5557"
+    job = LocustJob(Path("chat.py"), "tcp://127.0.0.1:1", 2, 1.0, 3.0, tmp_path / "h", tmp_path / "l", tmp_path / "j",
+                    expect_workers=2)
+    argv = job.argv()
+    assert argv[argv.index("--master-bind-host") + 1] == "127.0.0.1"
