@@ -232,6 +232,7 @@ def read_only(tmp_path: Path) -> Iterator[Path]:
         folder.chmod(0o755)
 
 
+@pytest.mark.slow  # chattr, a process, when run as root
 def test_a_read_only_folder_is_one_result_error_and_no_temporary_file(read_only: Path) -> None:
     for write in (lambda: write_new(read_only / "cell.json", {"n": 1}),
                   lambda: replace_manifest(read_only, RunManifest("r", T0))):
