@@ -48,6 +48,8 @@ class CellRun:
     samples: tuple[Sample, ...]
     kernel: dict[str, int]
     died: bool
+    #: Size of the server's log when the cell started: its lines from here on are the cell's.
+    log_offset: int = 0
 
 
 def load_hdr(job: LocustJob, outcome: LocustOutcome) -> tuple[HistogramFile | None, str | None]:
@@ -144,6 +146,7 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
         },
         error=error,
         run_id=plan.run_id,
+        notes=server_log_notes(server.log_path, run.log_offset) if server is not None else (),
     )
 
 
@@ -169,6 +172,35 @@ def build_timeline(data: HistogramFile, samples: tuple[Sample, ...], start: floa
             )
         )
     return tuple(points)
+
+
+#: The server lines a cell notes: a prefork worker that died (and was replaced).
+NOTE_WORDS = ("died",)
+MAX_NOTES = 10
+
+
+def log_size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+def server_log_notes(path: Path, offset: int) -> tuple[str, ...]:
+    """The server's log lines since ``offset`` that say a worker died: the cell's figures do not show it."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            text = log.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ()
+    notes = []
+    for line in text.splitlines():
+        if any(word in line for word in NOTE_WORDS):
+            notes.append("".join(c if c.isprintable() else "?" for c in line.strip())[:300])
+    if len(notes) > MAX_NOTES:
+        notes = notes[: MAX_NOTES - 1] + [f"... and {len(notes) - MAX_NOTES + 1} more such lines"]
+    return tuple(notes)
 
 
 def last_line(path: Path) -> str:

@@ -1,24 +1,38 @@
 """``swarmbench``: sweep server designs across concurrency, report, compare, check.
 
 Exit codes: 0 all well, 1 a ``--check`` broke (or the sweep could not run a
-cell), 2 bad usage, 130 interrupted (finished cells are kept and reported).
+cell, or could not write a result), 2 bad usage, 130 interrupted by Ctrl-C and
+128 + N by SIGTERM or SIGHUP (finished cells are kept and reported).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import re
+import signal
 import socket
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.arguments import (
+    UsageError,
+    check_expr,
+    duration,
+    fraction,
+    live_pid,
+    locust_args_ok,
+    make_out_dir,
+    master_bind,
+    out_name_ok,
+    positive_number,
+    server_args_ok,
+    user_counts,
+    variant_names,
+)
 from harness.target import parse_host
-from harness.locust_run import locust_args_ok
-from harness.checks import Check, CheckError, cell_metrics, evaluate, parse_check
+from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
 from harness.results import ResultError, load_run
 from harness.sweep import SweepConfig, resolve_scenario, run_sweep
@@ -40,62 +54,6 @@ RUN_DEFAULTS: dict[str, object] = {
 }
 
 
-class UsageError(Exception):
-    """Bad arguments: one line, exit 2."""
-
-
-def duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 20s, 1m, 500ms)")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    return value
-
-
-def user_counts(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of user counts: {text!r} (e.g. 1,10,100)") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"user counts must be whole numbers of at least 1: {text!r}")
-    return counts
-
-
-def variant_names(text: str) -> tuple[str, ...]:
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown variant {', '.join(unknown) or text!r}: choose from {', '.join(sorted(VARIANTS))}")
-    return names
-
-
-def number_in(low: float, high: float, *, low_open: bool, what: str) -> Callable[[str], float]:
-    """An argparse type: a finite number in the range (``low_open``: ``low`` itself refused; ``high`` never)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value < high):
-            raise argparse.ArgumentTypeError(f"must be {what}: {text!r}")
-        return value
-
-    return parse
-
-
-positive_number = number_in(0.0, math.inf, low_open=True, what="a finite number above 0")
-fraction = number_in(0.0, 1.0, low_open=False, what="a fraction in [0, 1) (0.10 = 10%)")
-
-
-def check_expr(text: str) -> Check:
-    try:
-        return parse_check(text)
-    except CheckError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
     p.add_argument("--variants", type=variant_names, default=defaults.get("variants", "threaded"), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))} (default %(default)s)")
     p.add_argument("--users", type=user_counts, default=defaults.get("users", "1,10,100"), help="concurrency levels (default %(default)s)")
@@ -105,7 +63,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--rate", type=positive_number, default=defaults.get("rate"), help="open loop: messages/s over all users (default: %(default)s; None: closed loop)")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (--processes); 0: one process")
     p.add_argument("--expect-workers", type=int, default=0, metavar="N", help="run Locust as master and wait for N workers (locust -f SCENARIO --worker --master-host HOST)")
-    p.add_argument("--master-bind", default="*:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s)")
+    p.add_argument("--master-bind", default="127.0.0.1:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s; *:5557 for every interface)")
     p.add_argument("--backlog", type=int, default=6, help="listen() backlog for started servers (default 6, the tutorial's)")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra argument for every started server (repeatable)")
     p.add_argument("--locust-arg", action="append", default=list(defaults.get("locust_arg", [])), metavar="ARG", help="extra argument for Locust (repeatable), e.g. --locust-arg=--think-time=1")
@@ -148,13 +106,9 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
         raise UsageError("--workers and --expect-workers must be 0 or more and --backlog at least 1")
     if args.workers and args.expect_workers:
         raise UsageError("--workers (local processes) and --expect-workers (a master) do not go together")
-    bind_host, _, bind_port = args.master_bind.rpartition(":")
-    if not bind_host or not bind_port.isdigit() or not 0 < int(bind_port) < 65536:
-        raise UsageError(f"--master-bind {args.master_bind!r}: expected HOST:PORT, e.g. *:5557")
-    try:
-        locust_args_ok(args.locust_arg)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    bind = master_bind(args.master_bind)
+    locust_args_ok(args.locust_arg)
+    server_args_ok(args.server_arg)
     target = None
     variants = args.variants
     if args.target is not None:
@@ -162,20 +116,21 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
             target = parse_host(args.target)[1]
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if args.pid is not None:
+            live_pid(args.pid)
         probe(target)
         variants = ("target",)
     elif args.pid is not None:
         raise UsageError("--pid goes with --target")
-    out = args.out or DEFAULT_OUT / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not empty: results are never overwritten; choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:
+        out_name_ok(args.out)
+    out = make_out_dir(args.out, DEFAULT_OUT)  # the last check, and the first thing made
     return SweepConfig(
         out=out, variants=variants, users=args.users, duration_s=args.duration, warmup_s=args.warmup,
         scenario=scenario, rate=args.rate, workers=args.workers, backlog=args.backlog,
         server_args=tuple(args.server_arg), locust_args=tuple(args.locust_arg), target=target,
         target_pid=args.pid, expect_workers=args.expect_workers,
-        master_bind=(bind_host.strip("[]"), int(bind_port)), argv=tuple(argv),
+        master_bind=bind, argv=tuple(argv),
     )  # fmt: skip
 
 
@@ -187,18 +142,54 @@ def probe(target: tuple[str, int]) -> None:
         raise UsageError(f"target {target[0]}:{target[1]} does not accept connections: {exc.strerror or exc}") from None
 
 
+#: Signals that stop a sweep as Ctrl-C does (exit 128 + the signal's number).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def stop_signals_as_ctrl_c(received: list[int]) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, and are held off when Ctrl-C is.
+
+    While children are being stopped Ctrl-C is ignored (harness.processes.no_interrupts);
+    so are these, so a signal never orphans a server or a Locust group.
+    """
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from reports import build_report  # matplotlib loads only when a report is made
 
     cfg = sweep_config(args, argv)
-    with make_progress(cfg, quiet=args.quiet) as progress:
-        outcome = run_sweep(cfg, progress)
-    report = build_report(cfg.out, slo_ms=args.slo_ms)
-    print(f"results: {cfg.out}")
-    print(f"report:  {report}")
+    received: list[int] = []
+    with stop_signals_as_ctrl_c(received):
+        with make_progress(cfg, quiet=args.quiet) as progress:
+            outcome = run_sweep(cfg, progress)
+        print(f"results: {cfg.out}")
+        try:
+            print(f"report:  {build_report(cfg.out, slo_ms=args.slo_ms)}")
+        except (ResultError, OSError) as exc:
+            print(f"swarmbench: the report was not written: {one_line(exc)}", file=sys.stderr)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            print("swarmbench: interrupted while writing the report", file=sys.stderr)
+    if outcome.write_error is not None:
+        print(f"swarmbench: error: the sweep stopped: {outcome.write_error}", file=sys.stderr)
+        return 1
     if outcome.interrupted:
         print("interrupted: the finished cells are kept and reported", file=sys.stderr)
-        return 130
+        return 128 + received[0] if received else 130
     broken = evaluate(args.check, [(f"{c.variant} u={c.users}", cell_metrics(c)) for c in outcome.cells])
     failed = [c for c in outcome.cells if c.status == "failed"]
     for line in broken:
@@ -244,6 +235,12 @@ def comparison_ratios(comparison: Any) -> dict[tuple[str, int], dict[str, float]
     return out
 
 
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return " ".join(str(exc).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -257,12 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return cmd_report(args)
         return cmd_compare(args)
-    except (UsageError, ResultError) as exc:
-        print(f"swarmbench: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"swarmbench: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except (UsageError, ResultError, OSError) as exc:
+        print(f"swarmbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("swarmbench: interrupted", file=sys.stderr)

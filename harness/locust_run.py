@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,8 @@ class LocustJob:
     extra_args: tuple[str, ...] = ()
     #: Distributed: run as master and wait for this many workers (on this or other machines).
     expect_workers: int = 0
-    master_bind: tuple[str, int] = ("*", 5557)
+    #: Where the master listens: for --expect-workers (remote workers), or the local --processes ones.
+    master_bind: tuple[str, int] = ("127.0.0.1", 5557)
 
     @property
     def deadline_s(self) -> float:
@@ -62,8 +64,10 @@ class LocustJob:
             "--json-file", str(self.json_file.with_suffix("")),
             "--loglevel", "WARNING",
         ]  # fmt: skip
-        if self.workers:
-            argv += ["--processes", str(self.workers)]
+        if self.workers:  # the forked workers connect to --master-host/--master-port
+            host, port = self.master_bind
+            argv += ["--processes", str(self.workers), "--master-bind-host", host, "--master-bind-port", str(port),
+                     "--master-host", host, "--master-port", str(port)]  # fmt: skip
         if self.expect_workers:
             argv += [
                 "--master", "--expect-workers", str(self.expect_workers),
@@ -172,9 +176,8 @@ def spawn_rate(users: int, warmup_s: float) -> float:
     return max(1.0, users / max(warmup_s / 2.0, 0.5))
 
 
-def locust_args_ok(extra: Sequence[str]) -> None:
-    """Refuse extra Locust arguments that would fight the harness's own."""
-    owned = {"-u", "--users", "-r", "--spawn-rate", "-t", "--run-time", "--host", "-H", "--hdr-file", "--headless", "--processes"}
-    for arg in extra:
-        if arg.split("=", 1)[0] in owned:
-            raise ValueError(f"--locust-arg {arg}: the sweep sets this itself")
+def free_local_port() -> int:
+    """A port free on 127.0.0.1 now (bound to port 0, then released), for a local Locust master."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

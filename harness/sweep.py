@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 
 from harness import kernel
-from harness.cell import RAW, CellPlan, CellRun, assemble_cell
-from harness.locust_run import LocustJob, LocustOutcome, run_locust, spawn_rate
+from harness.cell import RAW, CellPlan, CellRun, assemble_cell, log_size
+from harness.locust_run import LocustJob, LocustOutcome, free_local_port, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
-from harness.results import CellResult, RunManifest, replace_manifest, write_cell
+from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_cell
 from harness.server_process import RunningServer, ServerStartError, start_server
 from harness.server_sampler import Sample, Sampler
 from harness.target import Target
@@ -45,7 +45,7 @@ class SweepConfig:
     target: tuple[str, int] | None = None
     target_pid: int | None = None
     expect_workers: int = 0
-    master_bind: tuple[str, int] = ("*", 5557)
+    master_bind: tuple[str, int] = ("127.0.0.1", 5557)
     argv: tuple[str, ...] = ()
 
     def planned(self) -> list[tuple[str, int]]:
@@ -72,6 +72,8 @@ class SweepOutcome:
     manifest: RunManifest
     cells: list[CellResult] = field(default_factory=list)
     interrupted: bool = False
+    #: A result file could not be written (disk full, read-only): the sweep stopped there.
+    write_error: str | None = None
 
 
 def resolve_scenario(name: str) -> Path:
@@ -107,9 +109,14 @@ def run_sweep(cfg: SweepConfig, progress: SweepProgress | None = None) -> SweepO
             index = run_variant(cfg, variant, index, outcome, progress)
     except KeyboardInterrupt:
         outcome.interrupted = True
-    final = "interrupted" if outcome.interrupted else "complete"
+    except ResultError as exc:  # the cells written so far stay; the rest cannot be kept anyway
+        outcome.write_error = str(exc)
+    final = "failed" if outcome.write_error else "interrupted" if outcome.interrupted else "complete"
     outcome.manifest = replace(manifest, ended_at=time.time(), outcome=final)
-    replace_manifest(cfg.out, outcome.manifest)
+    try:
+        replace_manifest(cfg.out, outcome.manifest)
+    except ResultError as exc:  # the outcome is recorded when it can be
+        outcome.write_error = outcome.write_error or str(exc)
     return outcome
 
 
@@ -168,8 +175,10 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         rate=cfg.rate,
         extra_args=cfg.locust_args,
         expect_workers=cfg.expect_workers,
-        master_bind=cfg.master_bind,
+        # --workers: a master on loopback, on a port free now, so two sweeps never share one
+        master_bind=cfg.master_bind if cfg.expect_workers or not cfg.workers else ("127.0.0.1", free_local_port()),
     )
+    log_offset = log_size(target.server.log_path if target.server is not None else None)
     sampler = Sampler(target.pid, target.port).start() if target.pid is not None and psutil.pid_exists(target.pid) else None
     before = kernel.read_tcp_counters()
     started = time.time()
@@ -181,7 +190,7 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
     samples = sampler.stop() if sampler is not None else []
     measured = CellRun(
         variant=variant, users=users, job=job, outcome=outcome, samples=tuple(samples),
-        kernel=kernel.counter_deltas(before, after), died=server_died(target, samples),
+        kernel=kernel.counter_deltas(before, after), died=server_died(target, samples), log_offset=log_offset,
     )  # fmt: skip
     return assemble_cell(cfg.cell_plan(), target, measured)
 

@@ -11,16 +11,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from reports.compare import METRICS, Comparison, comparison_headers, comparison_rows, summary_line
 from reports.findings import Finding
-from reports.page import (
-    cell,
-    findings_section,
-    kv_section,
-    output_paths,
-    plots_section,
-    render_page,
-    table_section,
-    write_atomic,
-)
+from reports import page
 from reports.plots import Plot, log_y, save, users_axis, variant_colours
 from reports.summary import users_word
 
@@ -138,7 +129,7 @@ def _manifest_items(comp: Comparison, side: str) -> list[tuple[str, object]]:
 
 def build_comparison_report(comp: Comparison, out: Path) -> Path:
     """Write compare.html (or ``out`` if it names an .html file) with its PNGs beside it."""
-    html_path = output_paths(Path(out), Path(out), COMPARE_NAME)
+    html_path = page.output_paths(Path(out), Path(out), COMPARE_NAME)
     plots_dir = html_path.parent / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     colours = variant_colours(_variants(comp))
@@ -148,22 +139,22 @@ def build_comparison_report(comp: Comparison, out: Path) -> Path:
     for pair, texts in zip(comp.pairs, comparison_rows(comp)):
         flagged = {worse_cols[m] for m in pair.regressions if m in worse_cols}
         better = {worse_cols[m] for m in pair.improvements}
-        cells = [cell(texts[0], colour=colours.get(pair.variant))]
-        cells += [cell(t, cls="num worse" if i in flagged else "num better" if i in better else "")
+        cells = [page.cell(texts[0], colour=colours.get(pair.variant))]
+        cells += [page.cell(t, cls="num worse" if i in flagged else "num better" if i in better else "")
                   for i, t in enumerate(texts[1:-1], start=1)]
-        cells.append(cell(texts[-1], cls="note"))
+        cells.append(page.cell(texts[-1], cls="note"))
         cls = "regression" if pair.regressions else ("saturated" if not pair.reliable else "")
         rows.append({"cls": cls, "cells": cells})
     sections = [
-        findings_section(_findings(comp), intro=f"Ratios are B/A. A regression is {comp.threshold * 100:g}% "
+        page.findings_section(_findings(comp), intro=f"Ratios are B/A. A regression is {comp.threshold * 100:g}% "
                          "worse: throughput lower or latency higher, in a cell valid in both runs."),
-        plots_section("plots", "Side by side", [(None, plots)]),
-        table_section("comparison", "Cells", comparison_headers(), rows,
+        page.plots_section("plots", "Side by side", [(None, plots)]),
+        page.table_section("comparison", "Cells", comparison_headers(), rows,
                       numeric=range(1, len(comparison_headers()) - 1),
                       legend="Red rows: regressions (the worse figures in bold red). Amber rows: not comparable "
                              "(a side failed or its generator was saturated)."),
-        kv_section("manifests", "Runs", [(f"A: {comp.label_a}", _manifest_items(comp, "a")),
+        page.kv_section("manifests", "Runs", [(f"A: {comp.label_a}", _manifest_items(comp, "a")),
                                          (f"B: {comp.label_b}", _manifest_items(comp, "b"))]),
     ]
     title = f"Swarmbench comparison: {comp.label_a} → {comp.label_b}"
-    return write_atomic(html_path, render_page(title, summary_line(comp), sections))
+    return page.write_atomic(html_path, page.render_page(title, summary_line(comp), sections))

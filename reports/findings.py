@@ -301,6 +301,13 @@ def status_findings(cells: Sequence[CellResult]) -> list[Finding]:
     return out
 
 
+def note_findings(cells: Sequence[CellResult]) -> list[Finding]:
+    """What the server's log said during a cell (a prefork worker died and was replaced): not in the figures."""
+    return [Finding("note", "warn", f"{cell.variant} at {users_word(cell.users)}: the server log says: {note} "
+                    "(the cell ran at reduced capacity for a moment).", cell.variant, cell.users)
+            for cell in cells for note in cell.notes]
+
+
 def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: float = 10.0) -> list[Finding]:
     """Every finding, most telling first: SLO limits, the side-by-side, threads, connects, trouble."""
     groups = by_variant(cells)
@@ -327,6 +334,7 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
     if gen is not None:
         found.append(gen)
     found += status_findings(cells)
+    found += note_findings(cells)
     missing = missing_cells(manifest, cells)
     if missing:
         names = ", ".join(f"{v} at {users_word(u)}" for v, u in missing)

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
-from harness.results import CellResult, RunManifest, write_bytes  # noqa: E402
+from harness.results import CellResult, ResultError, RunManifest, write_bytes  # noqa: E402
 from reports.findings import CONNECT_JUMP_MS, by_variant  # noqa: E402
 from reports.summary import CONNECT, MIB, kernel_counter, latency, users_word, variant_order  # noqa: E402
 
@@ -62,6 +62,14 @@ def users_axis(ax: Axes, levels: Sequence[int]) -> None:
     lo, hi = min(levels), max(levels)
     ax.set_xlim(lo / 1.4, hi * 1.4)
     ax.set_xlabel("concurrent users")
+
+
+def label_axes(ax: Axes, levels: Sequence[int], title: str, ylabel: str, *, fontsize: float | None = None) -> None:
+    """What every against-concurrency panel shares: the users axis, a bold title, the y label, a grid."""
+    users_axis(ax, levels)
+    ax.set_title(title, fontweight="bold", fontsize=fontsize)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def log_y(ax: Axes, had_data: bool) -> None:
@@ -126,6 +134,8 @@ def marker_legend(ax: Axes, cells: Sequence[CellResult], **kwargs: object) -> No
 
 def save(fig: Figure, out_dir: Path, name: str, title: str, caption: str, **extra: object) -> Plot:
     path = out_dir / f"{name}.png"
+    if path.resolve().parent != out_dir.resolve() or name.startswith("."):  # names are checked on load; twice is cheap
+        raise ResultError(f"plot name {name[:60]!r} would leave {out_dir}")
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=DPI)
     write_bytes(path, png.getvalue())  # a unique temporary name: two reports on one folder never collide
@@ -174,11 +184,8 @@ def throughput_plot(groups: dict[str, list[CellResult]], colours: dict[str, str]
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     ax = fig.subplots()
     draw_variants(ax, groups, colours, lambda c: c.throughput, log=False)
-    users_axis(ax, levels)
+    label_axes(ax, levels, "Throughput against concurrency", "messages / s")
     count_axis(ax)
-    ax.set_ylabel("messages / s")
-    ax.set_title("Throughput against concurrency", fontweight="bold")
-    ax.grid(True, alpha=0.3)
     marker_legend(ax, cells, loc="best")
     return save(fig, out_dir, "throughput", "Throughput", "Replies per second over the steady window.")
 
@@ -190,10 +197,7 @@ def threads_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], l
     drawn = draw_variants(ax, groups, colours, _server(lambda c: float(c.server.threads_max)), log=True)
     ax.plot(levels, levels, color="#999", ls=":", lw=1.2, label="one thread per user")
     log_y(ax, drawn or bool(levels))
-    users_axis(ax, levels)
-    ax.set_ylabel("server threads (max)")
-    ax.set_title("Server threads against concurrency", fontweight="bold")
-    ax.grid(True, which="major", alpha=0.3)
+    label_axes(ax, levels, "Server threads against concurrency", "server threads (max)")
     marker_legend(ax, cells, loc="upper left")
     return save(fig, out_dir, "threads", "Server threads", "Peak thread count of the server process; the "
                 "dotted line is one thread per concurrent user.")
@@ -207,11 +211,8 @@ def resources_plot(groups: dict[str, list[CellResult]], colours: dict[str, str],
     draw_variants(rss, groups, colours, _server(lambda c: c.server.rss_bytes_max / MIB), log=False)
     for ax, title, unit in ((cpu, "Server CPU (mean)", "CPU % (100 = one core)"),
                             (rss, "Server memory (peak RSS)", "RSS (MiB)")):
-        users_axis(ax, levels)
+        label_axes(ax, levels, title, unit)
         count_axis(ax, integer=False)
-        ax.set_title(title, fontweight="bold")
-        ax.set_ylabel(unit)
-        ax.grid(True, alpha=0.3)
     marker_legend(cpu, cells, loc="best")
     return save(fig, out_dir, "resources", "CPU and memory", "Server process CPU (mean over the window) and "
                 "peak resident memory.")
@@ -222,24 +223,18 @@ def connect_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], l
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     fails, conn, over = fig.subplots(1, 3)
     draw_variants(fails, groups, colours, lambda c: float(c.errors), log=False)
-    fails.set_title("Failures", fontweight="bold")
-    fails.set_ylabel("failed requests (steady window)")
+    label_axes(fails, levels, "Failures", "failed requests (steady window)")
     drawn = draw_variants(conn, groups, colours, _lat(CONNECT, "p99_us"), log=True)
     drawn |= draw_variants(conn, groups, colours, _lat(CONNECT, "p50_us"), log=True, label=False,
                            ls=":", alpha=0.6)
     log_y(conn, drawn)
     if drawn:
         conn.axhline(CONNECT_JUMP_MS, color="#c00", ls="--", lw=1)
-    conn.set_title("Connect time: p99 (solid), p50 (dotted)", fontweight="bold", fontsize=10)
-    conn.set_ylabel("connect (ms)")
+    label_axes(conn, levels, "Connect time: p99 (solid), p50 (dotted)", "connect (ms)", fontsize=10)
     draw_variants(over, groups, colours, lambda c: float(kernel_counter(c, "ListenOverflows")), log=False)
-    over.set_title("Listen-queue overflows (kernel)", fontweight="bold", fontsize=10)
-    over.set_ylabel("ListenOverflows in the cell")
-    for ax in (fails, conn, over):
-        users_axis(ax, levels)
-        ax.grid(True, which="major", alpha=0.3)
-        if ax is not conn:
-            count_axis(ax)
+    label_axes(over, levels, "Listen-queue overflows (kernel)", "ListenOverflows in the cell", fontsize=10)
+    count_axis(fails)
+    count_axis(over)
     marker_legend(fails, cells, loc="upper left")
     return save(fig, out_dir, "connect", "Failures and connects", "Connect p99 near 1 s (dashed line) "
                 "means SYNs were dropped and retried; the kernel's listen-queue overflows say whether the "

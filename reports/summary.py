@@ -101,22 +101,24 @@ def row_for(cell: CellResult) -> Row:
         notes.append(f"generator-saturated (CPU {cell.generator.cpu_percent_max:.0f}%)")
     if cell.status != "ok":
         notes.append(cell.status + (f": {cell.error}" if cell.error else ""))
+    notes.extend(cell.notes)
+    ran = cell.status in ("ok", "server-died") or cell.messages > 0  # a cell that never ran measured nothing
     return Row(
         variant=cell.variant,
         users=cell.users,
         status=cell.status,
-        throughput=cell.throughput,
+        throughput=cell.throughput if ran else None,
         mean_ms=ms(lat.mean_us) if lat else None,
         p50_ms=ms(lat.p50_us) if lat else None,
         p95_ms=ms(lat.p95_us) if lat else None,
         p99_ms=ms(lat.p99_us) if lat else None,
         p999_ms=ms(lat.p999_us) if lat else None,
         connect_p99_ms=ms(conn.p99_us) if conn else None,
-        failures=cell.errors,
+        failures=cell.errors if ran else None,
         threads_max=cell.server.threads_max if sampled else None,
         cpu_percent=cell.server.cpu_percent_mean if sampled else None,
         rss_mib=cell.server.rss_bytes_max / MIB if sampled else None,
-        listen_overflows=kernel_counter(cell, "ListenOverflows"),
+        listen_overflows=kernel_counter(cell, "ListenOverflows") if cell.kernel else None,
         saturated=cell.generator.saturated,
         note="; ".join(notes),
     )
@@ -172,6 +174,15 @@ def _num(value: float | int | None, digits: int | None = None) -> str:
     return str(value) if digits is None else f"{value:.{digits}f}"
 
 
+#: A spreadsheet takes a field that begins with one of these for a formula (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """Text as a spreadsheet shows it, never runs it: a leading ``'`` where it could start a formula."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def rows_to_csv(rows: Sequence[Row]) -> str:
     """The summary table as CSV: plain numbers (ms with 3 decimals), empty where unknown."""
     buf = io.StringIO()
@@ -179,10 +190,10 @@ def rows_to_csv(rows: Sequence[Row]) -> str:
     out.writerow(CSV_FIELDS)
     for r in rows:
         out.writerow([
-            r.variant, r.users, r.status, _num(r.throughput, 1), _num(r.mean_ms, 3), _num(r.p50_ms, 3),
+            csv_text(r.variant), r.users, csv_text(r.status), _num(r.throughput, 1), _num(r.mean_ms, 3), _num(r.p50_ms, 3),
             _num(r.p95_ms, 3), _num(r.p99_ms, 3), _num(r.p999_ms, 3), _num(r.connect_p99_ms, 3),
             _num(r.failures), _num(r.threads_max), _num(r.cpu_percent, 1), _num(r.rss_mib, 1),
-            _num(r.listen_overflows), "yes" if r.saturated else "no", r.note,
+            _num(r.listen_overflows), "yes" if r.saturated else "no", csv_text(r.note),
         ])
     return buf.getvalue()
 
@@ -194,7 +205,7 @@ SUMMARY_HEADERS = ("Variant", "Users", "Ops/sec", "Avg ms", "p50 ms", "p99 ms", 
 def row_cells(r: Row) -> tuple[str, ...]:
     """The formatted columns of SUMMARY_HEADERS for one row."""
     return (
-        r.variant, fmt_int(r.users), fmt_rate(r.throughput) if r.status != MISSING else "-",
+        r.variant, fmt_int(r.users), fmt_rate(r.throughput),
         fmt_ms(r.mean_ms), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms), fmt_ms(r.p999_ms), fmt_ms(r.connect_p99_ms),
         fmt_int(r.failures), fmt_int(r.threads_max),
         "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",

@@ -357,3 +357,72 @@ def test_users_left_waiting_at_the_stop_fail_the_slo_and_are_named(run_dir: Path
     assert not meets_slo(timed_out, 1000.0)
     (slo,) = [f for f in find(None, [timed_out], 1000.0) if f.kind == "slo"]
     assert "messages failed, though p99 of the answered was" in slo.text
+
+
+# -- hostile text, concurrent builds, missing figures, server notes ---------------------------------------
+
+def test_csv_fields_that_could_start_a_formula_are_quoted(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from reports.summary import csv_text, rows_to_csv
+
+    for start in ("=", "+", "-", "@", "\t", "\r"):
+        assert csv_text(f"{start}1+1") == f"'{start}1+1"
+    assert csv_text("threaded") == "threaded" and csv_text("") == ""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    hostile = replace(make_cell("threaded", 1, 0), notes=('=HYPERLINK("http://127.0.0.1/","x")',))
+    write_cell(folder, hostile)
+    build_report(folder)
+    with open(folder / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["note"] == "'" + hostile.notes[0]
+    assert rows_to_csv(summary_rows(None, [hostile])).count("\n'") == 0  # only the field is quoted
+
+
+@pytest.mark.slow
+def test_two_report_builds_on_one_folder_at_once_both_succeed(tmp_path: Path) -> None:
+    import sys
+
+    folder = write_run(tmp_path / "run")
+    procs = [subprocess.Popen([sys.executable, "-m", "harness", "report", str(folder)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) for _ in range(2)]
+    try:
+        results = [p.communicate(timeout=150) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert (folder / "report.html").read_text().rstrip().endswith("</html>")
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_figures_a_cell_never_measured_are_dashes_not_zeros() -> None:
+    from reports.summary import row_cells, row_for
+
+    never_ran = CellResult("threaded", 5, "chat", "failed", T0, T0, 1.0, 3.0, error="scenario raised at import")
+    texts = row_cells(row_for(never_ran))
+    # Ops/sec, latency, connect, failures, threads, CPU, RSS: none measured
+    assert texts[2:12] == ("-",) * 10, texts
+
+
+def test_a_worker_that_died_during_the_cell_is_noted_and_shown(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from harness.cell import log_size, server_log_notes
+
+    log = tmp_path / "server-prefork.log"
+    log.write_text("Serving on 127.0.0.1:4000 (prefork, 2 workers)\nWorker 0 (pid 11) died (signal 9); replaced by pid 12\n")
+    offset = log_size(log)  # the cell starts here: the earlier death belongs to an earlier cell
+    with open(log, "a") as f:
+        f.write("client 127.0.0.1:5000 connected\nWorker 1 (pid 13) died (exit code 1); replaced by pid 14\x1b[31m\n")
+    notes = server_log_notes(log, offset)
+    assert notes == ("Worker 1 (pid 13) died (exit code 1); replaced by pid 14?[31m",)
+    assert server_log_notes(log, log_size(log)) == () and server_log_notes(tmp_path / "none.log", 0) == ()
+    folder = tmp_path / "r"
+    folder.mkdir()
+    write_cell(folder, replace(make_cell("threaded", 10, 0), notes=notes))
+    html = build_report(folder).read_text()
+    assert "the server log says: Worker 1 (pid 13) died" in html

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import free_port, wait_for
+from helpers import free_port, kill_group, wait_for
 
 from harness.results import load_run
+
+pytestmark = pytest.mark.slow
 
 SWEEP = [sys.executable, "-m", "harness", "sweep", "--quiet"]
 SHORT = ["--duration", "3s", "--warmup", "1s"]
@@ -26,7 +29,13 @@ def swarmbench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[
 
 
 def start_sweep(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def stop_sweep(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        kill_group(proc)
 
 
 def server_pids(cells) -> set[int]:  # type: ignore[no-untyped-def]
@@ -76,27 +85,45 @@ def test_sweep_two_variants_two_levels_writes_cells_and_a_full_report(tmp_path: 
     assert_nothing_left(server_pids(cells))
 
 
-def test_ctrl_c_keeps_finished_cells_and_the_report_renders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_a_stop_signal_keeps_finished_cells_and_the_report_lists_them(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"
     proc = start_sweep("--variants", "threaded", "--users", "1,2,3", "--duration", "4s", "--warmup", "1s", "--out", str(out))
     try:
         assert wait_for(lambda: any(out.glob("cell-*.json")), 60), "no cell finished"
-        time.sleep(1.0)  # into the second cell
-        proc.send_signal(signal.SIGINT)
+        # into the second cell: its Locust has written its first console lines
+        assert wait_for(lambda: (out / "raw" / "cell-threaded-u00002.locust.log").exists(), 30)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr
+        stop_sweep(proc)
+    assert proc.returncode == (130 if sig == signal.SIGINT else 128 + sig), stderr
     assert "Traceback" not in stderr
     manifest, cells = load_run(out)
     assert manifest is not None and manifest.outcome == "interrupted"
     assert cells[0].status == "ok" and cells[0].users == 1
     assert all(c.users != 3 for c in cells)
-    assert (out / "report.html").exists()
+    statuses = {c.users: c.status for c in cells}
+    assert statuses.get(2, "interrupted") == "interrupted"
+    report = (out / "report.html").read_text()
+    rows = re.findall(r'<tr(?: class="([^"]*)")?>\s*<td[^>]*>.*?threaded</td><td class="num">(\d+)<', report)
+    assert ("", "1") in rows  # the finished cell, as an ordinary row
+    assert ("interrupted" if 2 in statuses else "missing", "2") in rows and ("missing", "3") in rows
+    assert "run outcome: interrupted" in report
     assert_nothing_left(server_pids(cells))
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
+
+
+def cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:  # gone, or a zombie
+        return []
+
+
+def is_server(cmdline: list[str], variant: str) -> bool:
+    """The server's own process (``python -P -m server VARIANT``), not Locust's ``--hdr-file .../cell-VARIANT-...``."""
+    return any(cmdline[i : i + 3] == ["-m", "server", variant] for i in range(len(cmdline)))
 
 
 def test_a_server_killed_mid_sweep_is_recorded_and_the_next_variant_runs(tmp_path: Path) -> None:
@@ -106,22 +133,26 @@ def test_a_server_killed_mid_sweep_is_recorded_and_the_next_variant_runs(tmp_pat
         me = psutil.Process(proc.pid)
 
         def threaded_server() -> list[psutil.Process]:
-            return [p for p in me.children(recursive=True) if "threaded" in " ".join(p.cmdline())]
+            return [p for p in me.children(recursive=True) if is_server(cmdline(p), "threaded")]
 
-        assert wait_for(lambda: bool(threaded_server()) and (out / "raw").exists() and any((out / "raw").glob("*.locust.log")), 60)
-        time.sleep(1.5)
-        for victim in threaded_server():
-            victim.kill()
+        def locust_running() -> bool:
+            return any("locust" in cmdline(p) for p in me.children(recursive=True))
+
+        log = out / "raw" / "cell-threaded-u00002.locust.log"
+        assert wait_for(lambda: bool(threaded_server()) and locust_running() and log.exists() and " message " in log.read_text(), 60)
+        (victim,) = threaded_server()
+        victim.kill()
+        assert locust_running()  # Locust itself goes on, against a dead server
         stdout, stderr = proc.communicate(timeout=150)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_sweep(proc)
     assert proc.returncode == 0, stderr
     manifest, cells = load_run(out)
     by_key = {(c.variant, c.users): c for c in cells}
     died = by_key[("threaded", 2)]
     assert died.status == "server-died" and died.server.died
+    classes = {kind for by_class in died.failures_total.values() for kind in by_class}
+    assert classes & {"ConnectRefused", "ResetByServer"}, died.failures_total  # what Locust met after the kill
     assert ("threaded", 3) not in by_key  # its variant ended; the sweep went on
     assert by_key[("selectors", 2)].status == "ok" and by_key[("selectors", 3)].status == "ok"
     assert "the server died" in stderr
@@ -182,3 +213,68 @@ def test_results_are_never_overwritten(tmp_path: Path) -> None:
     result = swarmbench("sweep", "--out", str(out), timeout=30)
     assert result.returncode == 2 and "never overwritten" in result.stderr
     assert (out / "run.json").read_text() == "{}"
+
+
+def test_a_broken_check_and_a_failed_cell_exit_1(tmp_path: Path) -> None:
+    ok = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "2s", "--warmup", "1s",
+                    "--out", str(tmp_path / "ok"), "--check", "throughput>=1e12")
+    assert ok.returncode == 1, ok.stderr
+    assert [line for line in ok.stderr.splitlines() if line.startswith("check ")], ok.stderr
+    broken = tmp_path / "broken.py"
+    broken.write_text('raise RuntimeError("this scenario is broken on purpose")\n')
+    failed = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "2s", "--warmup",
+                        "1s", "--scenario", str(broken), "--out", str(tmp_path / "failed"))
+    assert failed.returncode == 1, failed.stderr
+    assert "cell asyncio u=1 failed" in failed.stderr and "Traceback" not in failed.stderr
+    _, (cell,) = load_run(tmp_path / "failed")
+    assert cell.status == "failed"
+
+
+def make_read_only(folder: Path) -> None:
+    """No new file in ``folder``, for root too (chattr +i; chmod does not stop root)."""
+    folder.chmod(0o555)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root and chattr +i is not available")
+
+
+def test_a_write_error_ends_the_sweep_in_one_line_and_keeps_the_finished_cells(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = start_sweep("--variants", "threaded", "--users", "1,2,3", "--duration", "2s", "--warmup", "1s", "--out", str(out))
+    try:
+        assert wait_for(lambda: (out / "cell-threaded-u00001.json").exists(), 60), "no cell finished"
+        first = (out / "cell-threaded-u00001.json").read_bytes()
+        make_read_only(out)  # raw/ stays writable: Locust runs; the next cell's result cannot be written
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        stop_sweep(proc)
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True)
+        out.chmod(0o755)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    error = [line for line in stderr.splitlines() if line.startswith("swarmbench: error:")]
+    assert len(error) == 1 and "cannot write" in error[0] and "cell-threaded-u00002.json" in error[0], stderr
+    assert (out / "cell-threaded-u00001.json").read_bytes() == first
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["cell-threaded-u00001.json", "run.json"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not (out / "raw" / "cell-threaded-u00003.locust.log").exists()  # the sweep stopped there
+
+
+def test_two_sweeps_with_local_workers_run_at_once_on_loopback_masters(tmp_path: Path) -> None:
+    args = ("--variants", "asyncio", "--users", "2", "--duration", "2s", "--warmup", "1s", "--workers", "1")
+    procs = [start_sweep(*args, "--out", str(tmp_path / name)) for name in ("a", "b")]
+    try:
+        results = [p.communicate(timeout=150) for p in procs]
+    finally:
+        for p in procs:
+            stop_sweep(p)
+    assert [p.returncode for p in procs] == [0, 0], results
+    ports = set()
+    for name in ("a", "b"):
+        _, (cell,) = load_run(tmp_path / name)
+        assert cell.status == "ok" and cell.messages > 0, cell.error
+        (locust,) = [c for c in cell.commands if "locust" in c]
+        assert locust[locust.index("--master-bind-host") + 1] == "127.0.0.1"
+        port = locust[locust.index("--master-bind-port") + 1]
+        assert locust[locust.index("--master-port") + 1] == port
+        ports.add(port)
+    assert len(ports) == 2

@@ -9,12 +9,12 @@ that was finished.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from harness.results import fields as F
 from harness.results.format import CELL_KIND, RUN_KIND, ResultError, check_header, header
 from harness.results.store import write_json, write_new
 
@@ -24,6 +24,8 @@ MANIFEST_NAME = "run.json"
 #: or the generator failed; "server-died": the server was gone at the end;
 #: "interrupted": stopped by the user.
 STATUSES = ("ok", "failed", "server-died", "interrupted")
+#: Run outcomes: "failed" means a result file could not be written (disk full, read-only).
+OUTCOMES = ("running", "complete", "interrupted", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,33 +45,24 @@ class Latency:
     out_of_range: int = 0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"a latency summary must be an object, not {type(data).__name__}")
+    def from_dict(cls, data: Mapping[str, Any], name: str = "latency") -> Latency:
+        """Numbers or null; a summary that counted something has every figure (reports divide them)."""
+        data = F.obj(data, name)
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in data:
                 value = data[f.name]
-                values[f.name] = _count(value) if f.name in ("count", "out_of_range") else _number(value)
-        return cls(**values)
+                where = f"{name}.{f.name}"
+                values[f.name] = F.integer(value, where) if f.name in ("count", "out_of_range") else F.optional_number(value, where, low=0)
+        latency = cls(**values)
+        if latency.count > 0:
+            for key in ("min_us", "max_us", "mean_us", "p50_us", "p90_us", "p95_us", "p99_us", "p999_us", "p9999_us"):
+                if getattr(latency, key) is None:
+                    F.fail(f"{name}.{key}", f"missing, though count is {latency.count}")
+        return latency
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _number(value: Any) -> float | None:
-    """A finite number or None (missing); anything else is malformed."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"not a finite number: {str(value)[:40]!r}")
-    return value
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"not a count: {str(value)[:40]!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +83,22 @@ class ServerStats:
     exit_code: int | None = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ServerStats:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: Mapping[str, Any], name: str = "server") -> ServerStats:
+        data = F.obj(data, name)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            where = f"{name}.{key}"
+            if key == "pid":
+                values[key] = F.optional_integer(value, where, low=0)
+            elif key == "exit_code":
+                values[key] = F.optional_integer(value, where)
+            elif key == "died":
+                values[key] = F.flag(value, where)
+            elif key in ("threads_mean", "cpu_percent_mean", "cpu_percent_max", "connections_mean"):
+                values[key] = F.number(value, where, low=0)
+            elif key in ("threads_max", "rss_bytes_max", "fds_max", "connections_max", "samples"):
+                values[key] = F.integer(value, where)
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,19 +113,18 @@ class GeneratorStats:
     users_max: int = 0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GeneratorStats:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"generator must be an object, not {type(data).__name__}")
+    def from_dict(cls, data: Mapping[str, Any], name: str = "generator") -> GeneratorStats:
+        data = F.obj(data, name)
         processes = data.get("processes", ())
         if not isinstance(processes, (list, tuple)) or not all(isinstance(p, Mapping) for p in processes):
-            raise TypeError("generator.processes must be a list of objects")
+            F.fail(f"{name}.processes", "expected a list of objects")
         return cls(
-            cpu_percent_max=float(_number(data.get("cpu_percent_max", 0.0)) or 0.0),
-            saturated=bool(data.get("saturated", False)),
+            cpu_percent_max=float(F.optional_number(data.get("cpu_percent_max", 0.0), f"{name}.cpu_percent_max", low=0) or 0.0),
+            saturated=F.flag(data.get("saturated", False), f"{name}.saturated"),
             processes=tuple(dict(p) for p in processes),
-            cpu_percent_max_all=float(_number(data.get("cpu_percent_max_all", 0.0)) or 0.0),
-            rss_bytes_total=_count(data.get("rss_bytes_total", 0)),
-            users_max=_count(data.get("users_max", 0)),
+            cpu_percent_max_all=float(F.optional_number(data.get("cpu_percent_max_all", 0.0), f"{name}.cpu_percent_max_all", low=0) or 0.0),
+            rss_bytes_total=F.integer(data.get("rss_bytes_total", 0), f"{name}.rss_bytes_total"),
+            users_max=F.integer(data.get("users_max", 0), f"{name}.users_max"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,9 +145,18 @@ class TimePoint:
     failures: int = 0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TimePoint:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: Mapping[str, Any], name: str = "timeline") -> TimePoint:
+        data = F.obj(data, name)
+        return cls(
+            t=F.number(F.get(data, "t", name), f"{name}.t"),
+            messages_per_s=F.number(data.get("messages_per_s", 0.0), f"{name}.messages_per_s", low=0),
+            p99_us=F.optional_number(data.get("p99_us"), f"{name}.p99_us", low=0),
+            threads=F.optional_integer(data.get("threads"), f"{name}.threads", low=0),
+            cpu_percent=F.optional_number(data.get("cpu_percent"), f"{name}.cpu_percent", low=0),
+            rss_bytes=F.optional_integer(data.get("rss_bytes"), f"{name}.rss_bytes", low=0),
+            connections=F.optional_integer(data.get("connections"), f"{name}.connections", low=0),
+            failures=F.integer(data.get("failures", 0), f"{name}.failures"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,8 @@ class CellResult:
     files: dict[str, str] = field(default_factory=dict)  # role -> file name beside the cell
     error: str | None = None
     run_id: str = ""
+    #: What happened to the server during the cell that its figures do not show (a worker died and was replaced).
+    notes: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -197,35 +213,49 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
+        """Every field checked for type and range; a bad one is a one-line ResultError naming it."""
         check_header(data, CELL_KIND)
-        try:
-            return cls(
-                variant=str(data["variant"]),
-                users=int(data["users"]),
-                scenario=str(data["scenario"]),
-                status=str(data["status"]),
-                started_at=float(data["started_at"]),
-                ended_at=float(data["ended_at"]),
-                warmup_s=float(data["warmup_s"]),
-                duration_s=float(data["duration_s"]),
-                throughput=float(data.get("throughput", 0.0)),
-                messages=int(data.get("messages", 0)),
-                rate=data.get("rate"),
-                workers=int(data.get("workers", 0)),
-                latency={k: Latency.from_dict(v) for k, v in data.get("latency", {}).items()},
-                failures={k: dict(v) for k, v in data.get("failures", {}).items()},
-                failures_total={k: dict(v) for k, v in data.get("failures_total", {}).items()},
-                server=ServerStats.from_dict(data.get("server", {})),
-                kernel=dict(data.get("kernel", {})),
-                generator=GeneratorStats.from_dict(data.get("generator", {})),
-                timeline=tuple(TimePoint.from_dict(p) for p in data.get("timeline", ())),
-                commands=tuple(tuple(c) for c in data.get("commands", ())),
-                files=dict(data.get("files", {})),
-                error=data.get("error"),
-                run_id=str(data.get("run_id", "")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ResultError(f"malformed cell result: {exc.__class__.__name__}: {exc}") from None
+
+        def req(key: str) -> Any:
+            return F.get(data, key, "")
+
+        latency = F.obj(data.get("latency", {}), "latency")
+        commands = data.get("commands", ())
+        if not isinstance(commands, (list, tuple)):
+            F.fail("commands", "expected a list of lists of strings")
+        files = F.obj(data.get("files", {}), "files")
+        return cls(
+            variant=F.safe_name(req("variant"), "variant"),
+            users=F.integer(req("users"), "users", low=1),
+            scenario=F.text(req("scenario"), "scenario"),
+            status=F.choice(req("status"), "status", STATUSES),
+            started_at=F.number(req("started_at"), "started_at"),
+            ended_at=F.number(req("ended_at"), "ended_at"),
+            warmup_s=F.number(req("warmup_s"), "warmup_s", low=0),
+            duration_s=F.number(req("duration_s"), "duration_s", low=0),
+            throughput=F.number(data.get("throughput", 0.0), "throughput", low=0),
+            messages=F.integer(data.get("messages", 0), "messages"),
+            rate=F.optional_number(data.get("rate"), "rate", low=0),
+            workers=F.integer(data.get("workers", 0), "workers"),
+            latency={F.text(k, "latency"): Latency.from_dict(v, f"latency.{k}") for k, v in latency.items()},
+            failures=F.failures(data.get("failures", {}), "failures"),
+            failures_total=F.failures(data.get("failures_total", {}), "failures_total"),
+            server=ServerStats.from_dict(data.get("server", {})),
+            kernel=F.counts(data.get("kernel", {}), "kernel", low=-F.MAX_INT),
+            generator=GeneratorStats.from_dict(data.get("generator", {})),
+            timeline=tuple(TimePoint.from_dict(p, f"timeline[{i}]") for i, p in enumerate(_list(data.get("timeline", ()), "timeline"))),
+            commands=tuple(F.texts(c, f"commands[{i}]") for i, c in enumerate(commands)),
+            files={F.safe_name(k, "files"): F.relative_path(v, f"files.{k}") for k, v in files.items()},
+            error=F.optional_text(data.get("error"), "error"),
+            run_id=F.safe_name(data.get("run_id", ""), "run_id", empty=True),
+            notes=F.texts(data.get("notes", ()), "notes"),
+        )
+
+
+def _list(value: Any, name: str) -> list[Any] | tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        F.fail(name, f"expected a list, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +271,7 @@ class RunManifest:
     git_commit: str | None = None
     planned: tuple[tuple[str, int], ...] = ()
     ended_at: float | None = None
-    outcome: str = "running"  # running, complete, interrupted, failed
+    outcome: str = "running"  # one of OUTCOMES
 
     def to_dict(self) -> dict[str, Any]:
         return {**header(RUN_KIND), **asdict(self)}
@@ -249,14 +279,23 @@ class RunManifest:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunManifest:
         check_header(data, RUN_KIND)
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        values["argv"] = tuple(values.get("argv", ()))
-        values["planned"] = tuple((str(v), int(u)) for v, u in values.get("planned", ()))
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ResultError(f"malformed run manifest: {exc}") from None
+        planned = []
+        for i, pair in enumerate(_list(data.get("planned", ()), "planned")):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                F.fail(f"planned[{i}]", "expected [variant, users]")
+            planned.append((F.safe_name(pair[0], f"planned[{i}]"), F.integer(pair[1], f"planned[{i}]", low=1)))
+        return cls(
+            run_id=F.safe_name(F.get(data, "run_id", ""), "run_id"),
+            started_at=F.number(F.get(data, "started_at", ""), "started_at"),
+            argv=F.texts(data.get("argv", ()), "argv"),
+            options=dict(F.obj(data.get("options", {}), "options")),
+            host=dict(F.obj(data.get("host", {}), "host")),
+            versions={F.text(k, "versions"): F.text(v, f"versions.{k}") for k, v in F.obj(data.get("versions", {}), "versions").items()},
+            git_commit=F.optional_text(data.get("git_commit"), "git_commit"),
+            planned=tuple(planned),
+            ended_at=F.optional_number(data.get("ended_at"), "ended_at"),
+            outcome=F.choice(data.get("outcome", "running"), "outcome", OUTCOMES),
+        )
 
 
 def replace_manifest(directory: Path, manifest: RunManifest) -> Path:
@@ -270,11 +309,15 @@ def write_cell(directory: Path, cell: CellResult) -> Path:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except OSError as exc:
         raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ResultError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except UnicodeDecodeError:
+        raise ResultError(f"{path} is not valid JSON: not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:  # a number of 5,000 digits; brackets nested 100,000 deep
+        raise ResultError(f"{path} is not valid JSON: {exc.__class__.__name__}") from None
 
 
 def load_run(directory: Path) -> tuple[RunManifest | None, list[CellResult]]:
@@ -284,7 +327,10 @@ def load_run(directory: Path) -> tuple[RunManifest | None, list[CellResult]]:
     manifest = None
     manifest_path = directory / MANIFEST_NAME
     if manifest_path.exists():
-        manifest = RunManifest.from_dict(read_json(manifest_path))
+        try:
+            manifest = RunManifest.from_dict(read_json(manifest_path))
+        except ResultError as exc:
+            raise ResultError(f"{MANIFEST_NAME}: {exc}") from None
     cells = []
     for path in sorted(directory.glob("cell-*.json")):
         try:

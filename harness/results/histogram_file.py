@@ -16,9 +16,11 @@ This module imports neither Locust nor gevent: the sweep loads files with it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +94,20 @@ def summarize(hist: HdrHistogram, out_of_range: int | None = None) -> dict[str, 
 
 
 def hgrm_path(path: Path, name: str) -> Path:
-    """``results/run.json`` -> ``results/run.message.hgrm``."""
-    return path.with_name(f"{path.stem}.{name}.hgrm")
+    """``results/run.json`` -> ``results/run.message.hgrm``, always beside ``path``.
+
+    A request name comes from a scenario or a worker: anything but letters,
+    digits, '_' and '-' is replaced (no '/', no '..'), and a name so changed gets
+    a hash of the original, so two names never share a file.
+    """
+    return path.with_name(f"{path.stem}.{hgrm_name(name)}.hgrm")
+
+
+def hgrm_name(name: str) -> str:
+    clean = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]
+    if clean == name and name:
+        return name
+    return f"{clean}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
 
 
 # -- the file ------------------------------------------------------------------------
@@ -120,6 +134,9 @@ class LoadSettings:
     achieved_rate: float = 0.0
 
 
+DEFAULT_SETTINGS = LoadSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class HistogramFile:
     """What one Locust run recorded (all its processes merged), as written by ``--hdr-file``."""
@@ -139,7 +156,7 @@ class HistogramFile:
         for name, latency in sorted(self.names.items()):
             row: dict[str, Any] = latency.to_dict()
             if stem:
-                row["hgrm"] = f"{stem}.{name}.hgrm"
+                row["hgrm"] = f"{stem}.{hgrm_name(name)}.hgrm"
             names[name] = row
         return {
             **header(HISTOGRAM_KIND),
@@ -169,7 +186,8 @@ class HistogramFile:
                 ended_at=_finite(data["ended_at"]),
                 spawned_at=_optional(data.get("spawned_at")),
                 stopping_at=_optional(data.get("stopping_at")),
-                options=LoadSettings(**{k: options[k] for k in LoadSettings.__dataclass_fields__ if k in options}),
+                options=LoadSettings(**{k: _setting(options[k], getattr(DEFAULT_SETTINGS, k))
+                                         for k in LoadSettings.__dataclass_fields__ if k in options}),
                 generator=GeneratorStats.from_dict(data.get("generator") or {}),
                 names={str(k): Latency.from_dict(v) for k, v in (data.get("names") or {}).items()},
                 failures=_failures(data.get("failures") or {}),
@@ -224,6 +242,13 @@ def _finite(value: Any) -> float:
     return number
 
 
+def _setting(value: Any, default: float) -> float:
+    """A load setting, of its default's type (an int stays an int)."""
+    if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ValueError(f"options: not a whole number: {str(value)[:40]!r}")
+    return _finite(value) if isinstance(default, float) else value
+
+
 def _optional(value: Any) -> float | None:
     return None if value is None else _finite(value)
 
@@ -236,7 +261,7 @@ def load_histogram_file(path: str | os.PathLike[str]) -> HistogramFile:
     """The file's model; a one-line :class:`ResultError` naming the file when it cannot be read."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON, a 5,000-digit number
         raise ResultError(f"{path}: not a readable histogram file ({exc.__class__.__name__})") from None
     try:
         return HistogramFile.from_dict(data)
