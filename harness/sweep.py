@@ -19,7 +19,7 @@ import psutil
 
 from harness import kernel
 from harness.cell import RAW, CellPlan, CellRun, assemble_cell
-from harness.locust_run import LocustJob, LocustOutcome, run_locust, spawn_rate
+from harness.locust_run import WORKER_WAIT_S, LocustJob, LocustOutcome, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
 from harness.results import CellResult, RunManifest, replace_manifest, write_cell
 from harness.server_process import RunningServer, ServerStartError, start_server
@@ -47,6 +47,10 @@ class SweepConfig:
     expect_workers: int = 0
     master_bind: tuple[str, int] = ("*", 5557)
     argv: tuple[str, ...] = ()
+    #: With expect_workers: how long each cell's master waits for them (``--worker-wait``).
+    worker_wait_s: float = WORKER_WAIT_S
+    #: ``--stop-on-failure``: a failed cell ends the sweep (its manifest outcome: "failed").
+    stop_on_failure: bool = False
 
     def planned(self) -> list[tuple[str, int]]:
         return [(v, u) for v in self.variants for u in self.users]
@@ -65,6 +69,10 @@ class SweepProgress:
     def tick(self, messages_per_s: float | None) -> None: ...
     def cell_done(self, cell: CellResult) -> None: ...
     def note(self, text: str) -> None: ...
+
+
+class StopSweep(Exception):
+    """A cell failed and the user chose ``--stop-on-failure``."""
 
 
 @dataclass
@@ -102,12 +110,15 @@ def run_sweep(cfg: SweepConfig, progress: SweepProgress | None = None) -> SweepO
     replace_manifest(cfg.out, manifest)
     outcome = SweepOutcome(manifest)
     index = 0
+    final = "complete"
     try:
         for variant in cfg.variants:
             index = run_variant(cfg, variant, index, outcome, progress)
     except KeyboardInterrupt:
         outcome.interrupted = True
-    final = "interrupted" if outcome.interrupted else "complete"
+    except StopSweep:
+        final = "failed"
+    final = "interrupted" if outcome.interrupted else final
     outcome.manifest = replace(manifest, ended_at=time.time(), outcome=final)
     replace_manifest(cfg.out, outcome.manifest)
     return outcome
@@ -142,6 +153,9 @@ def run_variant(cfg: SweepConfig, variant: str, index: int, outcome: SweepOutcom
             progress.cell_done(cell)
             if cell.status == "interrupted":
                 raise KeyboardInterrupt
+            if cell.status == "failed" and cfg.stop_on_failure:
+                progress.note(f"{variant} at {users} users failed; stopping the sweep (--stop-on-failure)")
+                raise StopSweep
             if cell.status == "server-died":
                 progress.note(f"{variant}: the server died at {users} users; going on with the next variant")
                 index += len(cfg.users) - cfg.users.index(users) - 1
@@ -169,6 +183,8 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         extra_args=cfg.locust_args,
         expect_workers=cfg.expect_workers,
         master_bind=cfg.master_bind,
+        worker_wait_s=cfg.worker_wait_s,
+        last_cell=(variant, users) == cfg.planned()[-1],
     )
     sampler = Sampler(target.pid, target.port).start() if target.pid is not None and psutil.pid_exists(target.pid) else None
     before = kernel.read_tcp_counters()
@@ -220,6 +236,8 @@ def config_dict(cfg: SweepConfig) -> dict[str, object]:
         "target": f"{cfg.target[0]}:{cfg.target[1]}" if cfg.target else None,
         "target_pid": cfg.target_pid,
         "expect_workers": cfg.expect_workers,
+        "worker_wait_s": cfg.worker_wait_s,
+        "stop_on_failure": cfg.stop_on_failure,
         "python": sys.executable,
     }
 
