@@ -43,7 +43,7 @@ def split_host(host: str) -> tuple[str, int]:
         name = parts.hostname
     except ValueError as exc:
         raise ValueError(f"malformed host {host!r} ({exc}); expected tcp://HOST:PORT") from None
-    if parts.scheme != "tcp" or not name or parts.path not in ("", "/") or parts.query or parts.username:
+    if parts.scheme != "tcp" or not name or parts.path not in ("", "/") or parts.query or parts.username or parts.netloc.endswith(":"):
         raise ValueError(f"malformed host {host!r}; expected tcp://HOST:PORT, HOST:PORT or [IPV6]:PORT")
     if not 1 <= port <= 65535:
         raise ValueError(f"malformed host {host!r}: port {port} out of range")

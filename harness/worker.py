@@ -94,6 +94,7 @@ def run_worker(cfg: WorkerConfig, out: TextIO = sys.stdout) -> int:
     where = f"{cfg.master[0]}:{cfg.master[1]}"
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the cleanup short
         raise Stopped(signum)
 
     previous = signal.signal(signal.SIGTERM, on_signal)

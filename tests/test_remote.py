@@ -78,7 +78,7 @@ def test_localhost_resolves_from_etc_hosts() -> None:
     assert address[1] == 8000 and address[0] in ("127.0.0.1", "::1")
 
 
-@pytest.mark.parametrize("host", ["http://127.0.0.1:80", "tcp://127.0.0.1:0", "tcp://:80", "127.0.0.1:x"])
+@pytest.mark.parametrize("host", ["http://127.0.0.1:80", "tcp://127.0.0.1:0", "tcp://:80", "127.0.0.1:x", "127.0.0.1:"])
 def test_malformed_hosts_are_refused(host: str) -> None:
     with pytest.raises(ValueError, match="malformed host"):
         target.split_host(host)
