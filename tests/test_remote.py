@@ -106,7 +106,7 @@ def test_sweep_refuses_a_name_that_does_not_resolve(monkeypatch: pytest.MonkeyPa
         (["--tls", "--tls-ca", "/nonexistent/ca.pem"], "no such file"),
         (["--tls", "--tls-insecure", "--tls-ca", __file__], "choose one"),
         (["--locust-arg=--protocol=redis"], "give swarmbench's own --protocol"),
-        (["--worker-wait", "0s"], "--worker-wait"),
+        (["--worker-wait", "0s"], "--worker-wait must be at least 1s"),
     ],
 )
 def test_bad_protocol_and_tls_options_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], needle: str) -> None:
