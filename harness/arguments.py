@@ -117,6 +117,11 @@ LOCUST_OWNED = _OwnedOptions([
     ("--headless",), ("--autostart",), ("--config",), ("--hdr-file",), ("--json-file",), ("--json",),
     ("--processes",), ("--master",), ("--master-bind-host",), ("--master-bind-port",), ("--master-host",),
     ("--master-port",), ("--worker",), ("--expect-workers",), ("--expect-workers-max-wait",), ("--rate",),
+    ("--swarmbench-last-cell",),
+])  # fmt: skip
+#: Locust options swarmbench takes itself (checked, probed, forwarded): never through --locust-arg.
+FORWARDED = _OwnedOptions([
+    ("--protocol",), ("--message",), ("--quit-message",), ("--tls",), ("--tls-ca",), ("--tls-insecure",),
 ])  # fmt: skip
 #: What `swarmbench sweep` sets on every server it starts (harness.server_process).
 SERVER_OWNED = _OwnedOptions([("--host",), ("--port",), ("--backlog",)])
@@ -127,6 +132,8 @@ def locust_args_ok(extra: Sequence[str]) -> None:
     for arg in extra:
         if LOCUST_OWNED.owned(arg):
             raise UsageError(f"--locust-arg {arg}: the sweep sets this itself (use the sweep's own option)")
+        if FORWARDED.owned(arg):
+            raise UsageError(f"--locust-arg {arg}: give swarmbench's own option, which is checked before any cell")
 
 
 def server_args_ok(extra: Sequence[str]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +30,9 @@ from harness.arguments import (
     user_counts,
     variant_names,
 )
-from harness.target import parse_host
+from harness.locust_run import WORKER_WAIT_S
+from harness.probe import ProbeError, TlsSettings, probe
+from harness.target import split_host
 from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
 from harness.results import ResultError, load_run
@@ -54,6 +55,10 @@ RUN_DEFAULTS: dict[str, object] = {
 }
 
 
+#: Mirrors harness.user.profiles.PROFILES: the CLI never imports Locust.
+PROTOCOLS = ("chat", "line", "redis")
+
+
 def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
     p.add_argument("--variants", type=variant_names, default=defaults.get("variants", "threaded"), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))} (default %(default)s)")
     p.add_argument("--users", type=user_counts, default=defaults.get("users", "1,10,100"), help="concurrency levels (default %(default)s)")
@@ -67,8 +72,16 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--backlog", type=int, default=6, help="listen() backlog for started servers (default 6, the tutorial's)")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG", help="extra argument for every started server (repeatable)")
     p.add_argument("--locust-arg", action="append", default=list(defaults.get("locust_arg", [])), metavar="ARG", help="extra argument for Locust (repeatable), e.g. --locust-arg=--think-time=1")
-    p.add_argument("--target", default=None, metavar="HOST:PORT", help="sweep a server you run (loopback only) instead of starting variants")
-    p.add_argument("--pid", type=int, default=None, help="with --target: the server's PID, to sample it")
+    p.add_argument("--target", default=None, metavar="HOST:PORT", help="sweep a server you run (any address or name, [IPV6]:PORT) instead of starting variants")
+    p.add_argument("--pid", type=int, default=None, help="with --target: the server's PID on this machine, to sample it (without it: no server figures)")
+    p.add_argument("--worker-wait", type=duration, default=WORKER_WAIT_S, metavar="SECONDS", help="with --expect-workers: each cell's wait for its workers; fewer: the cell fails (default %(default)gs)")
+    p.add_argument("--stop-on-failure", action="store_true", help="a failed cell ends the sweep (default: go on with the next cell)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="the target's protocol profile (default chat)")
+    p.add_argument("--message", default=None, metavar="TEXT", help="the message the profile sends (redis: a command, e.g. 'GET k')")
+    p.add_argument("--quit-message", default=None, metavar="TEXT", help="line: the session's last message (empty: just close)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (probed before any cell)")
+    p.add_argument("--tls-ca", type=Path, default=None, metavar="FILE", help="with --tls: the CA certificate(s) to verify the server with")
+    p.add_argument("--tls-insecure", action="store_true", help="with --tls: do not verify the server's certificate (warned about)")
     p.add_argument("--out", type=Path, default=None, help=f"results folder (default {DEFAULT_OUT}/RUN-ID); must be new")
     p.add_argument("--slo-ms", type=positive_number, default=10.0, help="message p99 target for the report's findings (default %(default)s)")
     p.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="e.g. 'message.p99<5ms', 'errors==0', 'throughput>=10000'; exit 1 if broken")
@@ -92,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threshold", type=fraction, default=0.10, help="flag changes worse than this fraction (default %(default)s)")
     compare.add_argument("--out", type=Path, default=None, help="comparison report file (*.html) or folder (default AFTER/compare.html)")
     compare.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="on the after run's cells, or ratio.METRIC (after/before)")
+    worker = sub.add_parser("worker", help="a Locust worker for every cell of a sweep run elsewhere (sweep --expect-workers)")
+    worker.add_argument("--master", required=True, metavar="HOST:PORT", help="the sweep's --master-bind address (port default 5557)")
+    worker.add_argument("--scenario", default="chat", help="the sweep's scenario file or shipped name (default %(default)s)")
+    worker.add_argument("--processes", type=int, default=0, metavar="N", help="Locust worker processes on this machine (default: one)")
+    worker.add_argument("--master-timeout", type=duration, default=120.0, metavar="SECONDS", help="exit when no master started a cell for this long (default %(default)gs)")
     return parser
 
 
@@ -109,16 +127,22 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
     bind = master_bind(args.master_bind)
     locust_args_ok(args.locust_arg)
     server_args_ok(args.server_arg)
+    if args.worker_wait < 1:
+        raise UsageError("--worker-wait must be at least 1s")
+    forwarded = protocol_args(args)
     target = None
     variants = args.variants
     if args.target is not None:
         try:
-            target = parse_host(args.target)[1]
+            target = split_host(args.target)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if args.pid is not None:
-            live_pid(args.pid)
-        probe(target)
+            live_pid(args.pid)  # server sampling is local: a process on this machine
+        try:
+            probe(*target, tls=TlsSettings(args.tls_ca, args.tls_insecure) if args.tls else None)
+        except ProbeError as exc:
+            raise UsageError(str(exc)) from None
         variants = ("target",)
     elif args.pid is not None:
         raise UsageError("--pid goes with --target")
@@ -128,18 +152,48 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
     return SweepConfig(
         out=out, variants=variants, users=args.users, duration_s=args.duration, warmup_s=args.warmup,
         scenario=scenario, rate=args.rate, workers=args.workers, backlog=args.backlog,
-        server_args=tuple(args.server_arg), locust_args=tuple(args.locust_arg), target=target,
+        server_args=tuple(args.server_arg), locust_args=(*args.locust_arg, *forwarded), target=target,
         target_pid=args.pid, expect_workers=args.expect_workers,
+        worker_wait_s=args.worker_wait, stop_on_failure=args.stop_on_failure,
         master_bind=bind, argv=tuple(argv),
     )  # fmt: skip
 
 
-def probe(target: tuple[str, int]) -> None:
-    """A target that refuses connections is found within 2 s, before any cell starts."""
+def protocol_args(args: argparse.Namespace) -> list[str]:
+    """The profile and TLS options, checked, as Locust arguments (only those given: chat needs none)."""
+    if (args.tls_ca is not None or args.tls_insecure) and not args.tls:
+        raise UsageError("--tls-ca and --tls-insecure go with --tls")
+    if args.tls_ca is not None and args.tls_insecure:
+        raise UsageError("--tls-ca verifies the server and --tls-insecure does not: choose one")
+    if args.tls_ca is not None and not args.tls_ca.is_file():
+        raise UsageError(f"--tls-ca {args.tls_ca}: no such file")
+    if args.message is not None:
+        check_message(args.protocol or "chat", args.message)
+    out = [f"--protocol={args.protocol}"] if args.protocol is not None else []
+    out += [f"--message={args.message}"] if args.message is not None else []
+    out += [f"--quit-message={args.quit_message}"] if args.quit_message is not None else []
+    out += ["--tls"] if args.tls else []
+    out += [f"--tls-ca={args.tls_ca.resolve()}"] if args.tls_ca is not None else []
+    if args.tls_insecure:
+        print("swarmbench: warning: --tls-insecure: the server's certificate is not verified", file=sys.stderr)
+        out.append("--tls-insecure")
+    return out
+
+
+def check_message(protocol: str, message: str) -> None:
+    """A --message the profile cannot encode is refused before any cell.
+
+    MERGE HOOK: once harness.user.profiles lands, replace these stand-in rules with
+    ``PROFILES[protocol].encode(message)`` (its ValueError -> UsageError).
+    """
     try:
-        socket.create_connection(target, timeout=2.0).close()
-    except OSError as exc:
-        raise UsageError(f"target {target[0]}:{target[1]} does not accept connections: {exc.strerror or exc}") from None
+        data = message.encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"--message {message!r}: not valid text") from None
+    if not data.strip():
+        raise UsageError(f"--message {message!r}: empty")
+    if protocol == "line" and (b"\n" in data or b"\r" in data):
+        raise UsageError(f"--message {message!r}: a line message cannot hold a line break")
 
 
 #: Signals that stop a sweep as Ctrl-C does (exit 128 + the signal's number).
@@ -241,6 +295,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from harness.worker import WorkerConfig, master_address, run_worker
+
+    try:
+        scenario = resolve_scenario(args.scenario)
+        master = master_address(args.master)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.processes < 0 or args.master_timeout < 1:
+        raise UsageError("--processes must be 0 or more and --master-timeout at least 1s")
+    return run_worker(WorkerConfig(scenario, master, args.processes, args.master_timeout))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -253,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sweep(args, argv)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "worker":
+            return cmd_worker(args)
         return cmd_compare(args)
     except (UsageError, ResultError, OSError) as exc:
         print(f"swarmbench: error: {one_line(exc)}", file=sys.stderr)

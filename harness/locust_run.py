@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +27,13 @@ MESSAGE_ROW_RE = re.compile(r"^\S+\s+message\s+(\d+)\s.*\|\s*([\d.]+)\s+([\d.]+)
 CONSOLE_INTERVAL_S = 2.0
 #: Seconds Locust gets after its -t to send quits, merge and write its files.
 GRACE_S = 20.0
-#: Seconds a master waits for its --expect-workers before giving up on the cell.
+#: Seconds a master waits for its --expect-workers before giving up on the cell (``--worker-wait``).
 WORKER_WAIT_S = 120.0
+#: Loaded beside the scenario by a master and by ``swarmbench worker``: who joined, and the sweep's end.
+SWEEP_LINK = Path(__file__).resolve().parent / "user" / "sweep_link.py"
+#: Locust's line when a master gives up waiting, and sweep_link's line for each worker that joined.
+GAVE_UP = "Gave up waiting for workers to connect"
+JOINED_RE = re.compile(r"swarmbench: worker joined \((\d+) of (\d+)\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +53,19 @@ class LocustJob:
     expect_workers: int = 0
     #: Where the master listens: for --expect-workers (remote workers), or the local --processes ones.
     master_bind: tuple[str, int] = ("127.0.0.1", 5557)
+    worker_wait_s: float = WORKER_WAIT_S
+    #: Distributed: the sweep's last cell, whose master tells the workers the sweep ends.
+    last_cell: bool = False
 
     @property
     def deadline_s(self) -> float:
         """How long the run may take before the harness stops it."""
-        return self.run_time_s + GRACE_S + (WORKER_WAIT_S if self.expect_workers else 0.0)
+        return self.run_time_s + GRACE_S + (self.worker_wait_s if self.expect_workers else 0.0)
 
     def argv(self) -> list[str]:
+        files = f"{self.scenario},{SWEEP_LINK}" if self.expect_workers else str(self.scenario)
         argv = [
-            sys.executable, "-P", "-m", "locust", "-f", str(self.scenario),
+            sys.executable, "-P", "-m", "locust", "-f", files,
             "--headless", "--host", self.host_url,
             "-u", str(self.users), "-r", f"{self.spawn_rate:g}",
             "-t", f"{max(1, round(self.run_time_s))}s",
@@ -71,9 +80,11 @@ class LocustJob:
         if self.expect_workers:
             argv += [
                 "--master", "--expect-workers", str(self.expect_workers),
-                "--expect-workers-max-wait", f"{WORKER_WAIT_S:g}",
+                "--expect-workers-max-wait", f"{self.worker_wait_s:g}",
                 "--master-bind-host", self.master_bind[0], "--master-bind-port", str(self.master_bind[1]),
             ]  # fmt: skip
+            if self.last_cell:
+                argv.append("--swarmbench-last-cell")
         if self.rate:
             argv += ["--rate", f"{self.rate:g}"]
         return argv + list(self.extra_args)
@@ -94,9 +105,26 @@ class LocustOutcome:
             return "interrupted"
         if self.timed_out:
             return "Locust did not stop in time after its run time and was killed"
+        if self.exit_code == 1 and (missing := workers_missing(log_file, self.argv)) is not None:
+            return missing
         if self.exit_code in (0, 1):
             return None
         return f"Locust exited with code {self.exit_code}: {last_error_line(log_file)}"
+
+
+def workers_missing(log_file: Path, argv: Sequence[str]) -> str | None:
+    """'only 1 of 2 workers joined within 5 s (--worker-wait)' when the master gave up waiting, else None."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        return None
+    if GAVE_UP not in text:
+        return None
+    joined = JOINED_RE.findall(text)
+    expected = argv[argv.index("--expect-workers") + 1] if "--expect-workers" in argv else "?"
+    wait = argv[argv.index("--expect-workers-max-wait") + 1] if "--expect-workers-max-wait" in argv else "?"
+    return (f"only {joined[-1][0] if joined else 0} of {expected} workers joined within {wait} s "
+            "(--worker-wait); the cell did not run")
 
 
 def last_error_line(log_file: Path) -> str:

@@ -19,7 +19,7 @@ import psutil
 
 from harness import kernel
 from harness.cell import RAW, CellPlan, CellRun, assemble_cell, log_size
-from harness.locust_run import LocustJob, LocustOutcome, free_local_port, run_locust, spawn_rate
+from harness.locust_run import WORKER_WAIT_S, LocustJob, LocustOutcome, free_local_port, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
 from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_cell
 from harness.server_process import RunningServer, ServerStartError, start_server
@@ -47,6 +47,10 @@ class SweepConfig:
     expect_workers: int = 0
     master_bind: tuple[str, int] = ("127.0.0.1", 5557)
     argv: tuple[str, ...] = ()
+    #: With expect_workers: how long each cell's master waits for them (``--worker-wait``).
+    worker_wait_s: float = WORKER_WAIT_S
+    #: ``--stop-on-failure``: a failed cell ends the sweep (its manifest outcome: "failed").
+    stop_on_failure: bool = False
 
     def planned(self) -> list[tuple[str, int]]:
         return [(v, u) for v in self.variants for u in self.users]
@@ -67,6 +71,10 @@ class SweepProgress:
     def note(self, text: str) -> None: ...
 
 
+class StopSweep(Exception):
+    """A cell failed and the user chose ``--stop-on-failure``."""
+
+
 @dataclass
 class SweepOutcome:
     manifest: RunManifest
@@ -74,6 +82,8 @@ class SweepOutcome:
     interrupted: bool = False
     #: A result file could not be written (disk full, read-only): the sweep stopped there.
     write_error: str | None = None
+    #: ``--stop-on-failure`` ended the sweep at a failed cell.
+    stopped_on_failure: bool = False
 
 
 def resolve_scenario(name: str) -> Path:
@@ -111,7 +121,12 @@ def run_sweep(cfg: SweepConfig, progress: SweepProgress | None = None) -> SweepO
         outcome.interrupted = True
     except ResultError as exc:  # the cells written so far stay; the rest cannot be kept anyway
         outcome.write_error = str(exc)
-    final = "failed" if outcome.write_error else "interrupted" if outcome.interrupted else "complete"
+    except StopSweep:
+        outcome.stopped_on_failure = True
+    final = (
+        "failed" if outcome.write_error or outcome.stopped_on_failure
+        else "interrupted" if outcome.interrupted else "complete"
+    )  # fmt: skip
     outcome.manifest = replace(manifest, ended_at=time.time(), outcome=final)
     try:
         replace_manifest(cfg.out, outcome.manifest)
@@ -149,6 +164,9 @@ def run_variant(cfg: SweepConfig, variant: str, index: int, outcome: SweepOutcom
             progress.cell_done(cell)
             if cell.status == "interrupted":
                 raise KeyboardInterrupt
+            if cell.status == "failed" and cfg.stop_on_failure:
+                progress.note(f"{variant} at {users} users failed; stopping the sweep (--stop-on-failure)")
+                raise StopSweep
             if cell.status == "server-died":
                 progress.note(f"{variant}: the server died at {users} users; going on with the next variant")
                 index += len(cfg.users) - cfg.users.index(users) - 1
@@ -177,6 +195,8 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         expect_workers=cfg.expect_workers,
         # --workers: a master on loopback, on a port free now, so two sweeps never share one
         master_bind=cfg.master_bind if cfg.expect_workers or not cfg.workers else ("127.0.0.1", free_local_port()),
+        worker_wait_s=cfg.worker_wait_s,
+        last_cell=(variant, users) == cfg.planned()[-1],
     )
     log_offset = log_size(target.server.log_path if target.server is not None else None)
     sampler = Sampler(target.pid, target.port).start() if target.pid is not None and psutil.pid_exists(target.pid) else None
@@ -229,6 +249,8 @@ def config_dict(cfg: SweepConfig) -> dict[str, object]:
         "target": f"{cfg.target[0]}:{cfg.target[1]}" if cfg.target else None,
         "target_pid": cfg.target_pid,
         "expect_workers": cfg.expect_workers,
+        "worker_wait_s": cfg.worker_wait_s,
+        "stop_on_failure": cfg.stop_on_failure,
         "python": sys.executable,
     }
 

@@ -33,7 +33,7 @@ TRACKING_SLOPE = (0.75, 1.25)
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    kind: str  # slo, headline, threads, connect, failures, generator, status, missing
+    kind: str  # slo, headline, threads, connect, failures, generator, status, server, missing
     severity: str  # good, info, warn, bad
     text: str
     variant: str | None = None
@@ -182,7 +182,7 @@ def headline(groups: dict[str, list[CellResult]]) -> Finding | None:
 
 def thread_finding(variant: str, cells: Sequence[CellResult]) -> Finding | None:
     """Does the server's thread count follow its connections (one thread each) or stay flat?"""
-    pts = [(c.users, c.server.threads_max) for c in cells if c.server.samples > 0 and c.server.threads_max > 0]
+    pts = [(c.users, c.server.threads_max) for c in cells if (c.server.samples or 0) > 0 and (c.server.threads_max or 0) > 0]
     if len({u for u, _ in pts}) < 2:
         return None
     xs, ys = [float(u) for u, _ in pts], [float(t) for _, t in pts]
@@ -335,6 +335,11 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
         found.append(gen)
     found += status_findings(cells)
     found += note_findings(cells)
+    unsampled = [v for v, vcells in groups.items() if all(c.server.pid is None and not c.server.samples for c in vcells)]
+    if unsampled:
+        found.append(Finding("server", "info", "server figures not available: no --pid, so the threads, CPU and "
+                             f"memory of {', '.join(unsampled)} are shown as \"-\" (sampling is local: give "
+                             "--pid PID when the server runs on this machine)."))
     missing = missing_cells(manifest, cells)
     if missing:
         names = ", ".join(f"{v} at {users_word(u)}" for v, u in missing)

@@ -95,7 +95,7 @@ def is_valid(cell: CellResult) -> bool:
 def row_for(cell: CellResult) -> Row:
     lat = latency(cell)
     conn = latency(cell, CONNECT)
-    sampled = cell.server.samples > 0
+    sampled = (cell.server.samples or 0) > 0  # no --pid: None or 0 samples, shown as "-"
     notes = []
     if cell.generator.saturated:
         notes.append(f"generator-saturated (CPU {cell.generator.cpu_percent_max:.0f}%)")

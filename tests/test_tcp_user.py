@@ -263,8 +263,7 @@ def test_nobody_listening_counts_connect_failures(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("host", "needle"),
-    [("tcp://127.0.0.1:notaport", "malformed host"), ("http://127.0.0.1:8000", "malformed host"),
-     ("tcp://10.1.2.3:8000", "only loopback"), ("example.com:80", "only loopback")],
+    [("tcp://127.0.0.1:notaport", "malformed host"), ("http://127.0.0.1:8000", "malformed host")],
 )  # fmt: skip
 def test_bad_host_is_one_line(host: str, needle: str) -> None:
     proc = subprocess.run(
