@@ -100,15 +100,16 @@ class _OwnedOptions(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _Refused(message)
 
-    def owned(self, arg: str) -> bool:
-        """Does ``arg`` (one argv element, e.g. ``-u5``, ``--users=5``, ``--use``) name an owned option?"""
+    def owned(self, arg: str) -> str | None:
+        """The owned option ``arg`` names (one argv element, e.g. ``-u5``, ``--users=5``, ``--use``), or None."""
         if not arg.startswith("-") or arg == "-" or arg == "--":
-            return False
+            return None
         try:
             given, _ = self.parse_known_args([arg])
         except _Refused:
-            return True  # an ambiguous prefix of owned options
-        return any(value is not None for value in vars(given).values())
+            return arg.split("=", 1)[0]  # an ambiguous prefix of owned options
+        names = ["--" + name.replace("_", "-") for name, value in vars(given).items() if value is not None]
+        return names[0] if names else None
 
 
 #: What `swarmbench sweep` sets on Locust's command line itself (harness.locust_run.LocustJob.argv).
@@ -132,8 +133,8 @@ def locust_args_ok(extra: Sequence[str]) -> None:
     for arg in extra:
         if LOCUST_OWNED.owned(arg):
             raise UsageError(f"--locust-arg {arg}: the sweep sets this itself (use the sweep's own option)")
-        if FORWARDED.owned(arg):
-            raise UsageError(f"--locust-arg {arg}: give swarmbench's own option, which is checked before any cell")
+        if name := FORWARDED.owned(arg):
+            raise UsageError(f"--locust-arg {arg}: give swarmbench's own {name}, which is checked before any cell")
 
 
 def server_args_ok(extra: Sequence[str]) -> None:
@@ -153,7 +154,7 @@ def master_bind(text: str) -> tuple[str, int]:
 def live_pid(pid: int) -> int:
     """A mistyped PID is refused now, not taken for a server that died."""
     if pid <= 0 or not psutil.pid_exists(pid):
-        raise UsageError(f"--pid {pid}: no such process")
+        raise UsageError(f"--pid {pid}: no such process on this machine (server sampling is local)")
     try:
         if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
             raise UsageError(f"--pid {pid}: the process has exited (a zombie)")
