@@ -57,7 +57,7 @@ def serve(start: Start, config: tuple[str, tuple[str, ...]]) -> Callable[..., Ru
     return _serve
 
 
-def wait_logged(server: RunningServer, text: str, timeout: float = 5.0) -> str:
+def wait_logged(server: RunningServer, text: str, timeout: float = 30.0) -> str:
     assert wait_for(lambda: text in server.log_text(), timeout), f"{text!r} not in the log:\n{server.log_text()[-2000:]}"
     return server.log_text()
 
@@ -124,8 +124,10 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
     """Close, reset, half-close, invalid UTF-8, oversized, byte-at-a-time: nothing leaks or spins."""
     server = serve()
     address = server.address
+    before = resources(server.pid)
     converse(address, [b"warm up"])
-    time.sleep(0.2)
+    # The warm-up client's thread (threaded) is gone once the counts are back where they started.
+    assert wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), before)), timeout=30.0)
     idle = resources(server.pid)
 
     # Abrupt close, without quit.
@@ -176,7 +178,7 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
         assert read_to_eof(sock) == b""
 
     converse(address, [b"after all that"])
-    back = wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), idle)), timeout=5.0)
+    back = wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), idle)), timeout=30.0)
     assert back, f"threads and fds {resources(server.pid)} did not return to idle {idle}"
     log = server.log_text()
     assert "The input size is greater than expected 5120" in log
@@ -263,9 +265,11 @@ def test_signal_with_clients_connected(serve: Callable[..., RunningServer], sign
     try:
         server.process.send_signal(signum)
         try:
-            code = server.process.wait(timeout=2.0)
+            # The promise is "stops within 2 s" (1 s for clients, 1.5 s for prefork's workers); a loaded
+            # CI machine gets room before it counts as hung.
+            code = server.process.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"server still running 2 s after {signal.Signals(signum).name}")
+            pytest.fail(f"server still running 10 s after {signal.Signals(signum).name}")
         assert code == 0, server.log_text()[-2000:]
         assert not psutil.pid_exists(server.pid)
         for pid in workers:
@@ -313,7 +317,7 @@ def _established(proc: psutil.Process, port: int) -> int:
 def test_prefork_workers_share_the_port(start: Start) -> None:
     server = start("prefork", extra_args=("--processes", "2"), log_level="INFO")
     parent = psutil.Process(server.pid)
-    assert wait_for(lambda: len(parent.children()) == 2, 5.0)
+    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
     workers = parent.children()
     assert _listening_ports(parent) == []  # the parent holds no listener: it would get a share
     for worker in workers:
