@@ -26,7 +26,7 @@ from harness.servers import RunningServer
 from server.protocol import QUIT, REPLY
 from server.prefork import MAX_RESTARTS
 from server.variants import VARIANTS
-from helpers import converse, cpu_seconds, read_to_eof, resources, run_clients, wait_for
+from helpers import converse, cpu_seconds, read_to_eof, resources, run_clients, steady_resources, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,11 +124,10 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
     """Close, reset, half-close, invalid UTF-8, oversized, byte-at-a-time: nothing leaks or spins."""
     server = serve()
     address = server.address
-    before = resources(server.pid)
     converse(address, [b"warm up"])
-    # The warm-up client's thread (threaded) is gone once the counts are back where they started.
-    assert wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), before)), timeout=30.0)
-    idle = resources(server.pid)
+    # Idle once the warm-up client's thread (threaded) is gone: the counts hold still. (Not the counts
+    # before it: uvloop reserves a descriptor at its first accept.)
+    idle = steady_resources(server.pid)
 
     # Abrupt close, without quit.
     with socket.create_connection(address, timeout=5) as sock:
