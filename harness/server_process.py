@@ -101,9 +101,10 @@ def server_command(
     backlog: int = 6,
     log_level: str = "WARNING",
     extra_args: Sequence[str] = (),
+    entry: Sequence[str] = ("-m", "server"),
 ) -> list[str]:
     return [
-        sys.executable, "-P", "-m", "server", variant,
+        sys.executable, "-P", *entry, variant,
         "--host", host, "--port", str(port), "--backlog", str(backlog),
         "--log-level", log_level, *extra_args,
     ]  # fmt: skip
@@ -118,10 +119,11 @@ def start_server(
     extra_args: Sequence[str] = (),
     log_path: Path | None = None,
     timeout: float = 10.0,
+    entry: Sequence[str] = ("-m", "server"),
 ) -> RunningServer:
     """Start ``variant`` on a free port and return once it accepts connections."""
     argv = server_command(
-        variant, host=host, port=0, backlog=backlog, log_level=log_level, extra_args=extra_args
+        variant, host=host, port=0, backlog=backlog, log_level=log_level, extra_args=extra_args, entry=entry
     )
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"swarmbench-{variant}-", suffix=".log")

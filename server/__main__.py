@@ -11,31 +11,33 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from server.args import Parser, non_negative_float, port_number, positive_int
-from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions
+from server.args import Parser, port_number, positive_float, positive_int
+from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions, make_tls_context
 from server.protocol import DEFAULT_BACKLOG, DEFAULT_HOST, DEFAULT_PORT
 from server.variants import VARIANTS
 
-COMMON = frozenset({"variant", "host", "port", "backlog", "log_level", "delay_ms"})
+COMMON = frozenset({"variant", "host", "port", "backlog", "log_level", "idle_timeout", "tls_cert", "tls_key"})
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(variants: Mapping[str, type[BaseServer]] = VARIANTS, prog: str = "python -m server") -> argparse.ArgumentParser:
     parser = Parser(
-        prog="python -m server",
+        prog=prog,
         description="Run one of Swarmbench's chat servers (the tutorial's protocol).",
     )
     sub = parser.add_subparsers(dest="variant", metavar="VARIANT", required=True)
-    for name in sorted(VARIANTS):
-        cls = VARIANTS[name]
+    for name in sorted(variants):
+        cls = variants[name]
         p = sub.add_parser(name, help=cls.description, description=cls.__doc__)
         p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
         p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="0 binds a free port (default %(default)s)")
         p.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG, help="listen() backlog (default %(default)s, the tutorial's)")
         p.add_argument("--log-level", default="INFO", type=str.upper, choices=LEVELS, help="per-connection and per-message lines (default %(default)s; WARNING silences them)")
-        p.add_argument("--delay-ms", type=non_negative_float, default=0.0, help=argparse.SUPPRESS)
+        p.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECONDS", help="close a connection that sends nothing for this long (default: never, as the tutorial)")
+        p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM; with --tls-key)")
+        p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, unencrypted)")
         cls.add_arguments(p)
     return parser
 
@@ -49,19 +51,26 @@ def configure_logging(level: str) -> None:
     CONN_LOG.setLevel(level)
 
 
-def make_server(args: argparse.Namespace) -> BaseServer:
+def make_server(args: argparse.Namespace, variants: Mapping[str, type[BaseServer]] = VARIANTS) -> BaseServer:
+    """The server the arguments name; ValueError is a one-line usage error."""
     options = ServerOptions(
-        host=args.host, port=args.port, backlog=args.backlog, delay=args.delay_ms / 1000.0
-    )
+        host=args.host, port=args.port, backlog=args.backlog, idle_timeout=args.idle_timeout,
+        tls=make_tls_context(args.tls_cert, args.tls_key),
+    )  # fmt: skip
     extra = {k: v for k, v in vars(args).items() if k not in COMMON}
-    return VARIANTS[args.variant](options, **extra)
+    return variants[args.variant](options, **extra)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None,
+    variants: Mapping[str, type[BaseServer]] = VARIANTS,
+    prog: str = "python -m server",
+) -> int:
+    """Run the variant ``argv`` names until a signal; ``variants``/``prog``: a test server reuses this."""
+    args = build_parser(variants, prog).parse_args(argv)
     configure_logging(args.log_level)
     try:
-        server = make_server(args)
+        server = make_server(args, variants)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

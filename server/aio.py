@@ -14,7 +14,18 @@ import logging
 import socket
 from typing import Any
 
-from server.base import LOG, BaseServer, ServerOptions, Session, format_address
+from time import monotonic
+
+from server.base import (
+    HANDSHAKE_TIMEOUT,
+    LOG,
+    RESOURCE_ERRNOS,
+    BaseServer,
+    ServerOptions,
+    Session,
+    format_address,
+    handshake_failed,
+)
 from server.protocol import REPLY
 
 LOOPS = ("asyncio", "uvloop")
@@ -33,9 +44,9 @@ class ChatProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         peer = transport.get_extra_info("peername")
-        opts = self.server.options
-        self.session = Session(format_address(peer) if peer else "?", opts.delay, opts.recv_size)
-        self.server.transports.add(transport)
+        server = self.server
+        self.session = server.session_class(format_address(peer) if peer else "?", server.options.recv_size)
+        server.transports.add(transport)
 
     def data_received(self, data: bytes) -> None:
         count, close = self.session.feed(data)  # type: ignore[union-attr]
@@ -62,6 +73,119 @@ class ChatProtocol(asyncio.Protocol):
             self.session.reset(exc)
         self.session.closed()
         self.server.transports.discard(self.transport)  # type: ignore[arg-type]
+
+
+class IdleChatProtocol(ChatProtocol):
+    """ChatProtocol with ``--idle-timeout``: one timer per connection, not one per message.
+
+    Each read only stamps the time; when the timer fires it closes the
+    connection if nothing came since, or re-arms for the time that is left.
+    """
+
+    __slots__ = ("last", "timer")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.last = monotonic()
+        self.timer = asyncio.get_running_loop().call_later(self.server.idle_timeout, self._expire)
+
+    def data_received(self, data: bytes) -> None:
+        self.last = monotonic()
+        count, close = self.session.feed(data)  # type: ignore[union-attr]
+        if count:
+            self.transport.write(REPLY if count == 1 else REPLY * count)  # type: ignore[union-attr]
+        if close:
+            self.transport.close()  # type: ignore[union-attr]
+
+    def _expire(self) -> None:
+        idle = self.server.idle_timeout
+        left = self.last + idle - monotonic()
+        if left > 0:
+            self.timer = asyncio.get_running_loop().call_later(left, self._expire)
+        elif not self.transport.is_closing():  # type: ignore[union-attr]
+            self.session.idle(idle)  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+        super().connection_lost(exc)
+
+
+class TLSAccept(asyncio.Protocol):
+    """Plain TCP until the TLS handshake is done; then the connection is a ChatProtocol's.
+
+    ``loop.start_tls`` rather than ``create_server(ssl=...)``: asyncio drops a
+    failed server-side handshake silently, and a server must say why a client
+    could not connect (one line, no traceback). During the handshake this is
+    also the TLS transport's protocol: what arrives before the switch is kept
+    (one chunk, one message) and fed to the ChatProtocol in order.
+    """
+
+    def __init__(self, server: AsyncioServer) -> None:
+        self.server = server
+        self.pending: list[bytes] = []
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's loop has not started reading yet: the ClientHello is start_tls's to read.
+        transport.pause_reading()  # type: ignore[attr-defined]
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self.server.handshakes[task] = transport
+        task.add_done_callback(self.server.handshakes.pop)
+
+    async def _handshake(self, transport: asyncio.BaseTransport) -> None:
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, self, server.options.tls, server_side=True,  # type: ignore[arg-type]
+                ssl_handshake_timeout=min(HANDSHAKE_TIMEOUT, server.idle_timeout or HANDSHAKE_TIMEOUT),
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - SSLError, reset, timeout: one line each
+            handshake_failed(format_address(peer) if peer else "?", exc)
+            transport.abort()
+            return
+        if tls is None or self.lost:  # closed as the handshake ended
+            return
+        chat = server.protocol_class(server)
+        tls.set_protocol(chat)
+        chat.connection_made(tls)
+        for chunk in self.pending:
+            if tls.is_closing():
+                break
+            if chunk:
+                chat.data_received(chunk)
+            elif not chat.eof_received():
+                tls.close()
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.pending.append(b"")
+        return True  # the ChatProtocol decides, once it has the connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class WatchedListener(socket.socket):
+    """The listener asyncio's accept loop calls: the first accept that succeeds after running
+    out of descriptors ends the episode (a connection made is no sign: it may have been
+    accepted before)."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: BaseServer, listener: socket.socket) -> None:
+        super().__init__(fileno=listener.detach())
+        self.server = server
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        pair = super().accept()
+        if self.server.starved:
+            self.server.recovered()
+        return pair
 
 
 def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -102,6 +226,10 @@ class AsyncioServer(BaseServer):
         super().__init__(options)
         self.loop_name = loop
         self.transports: set[asyncio.Transport] = set()
+        #: TLS handshakes under way (task -> its plain transport), cancelled at shutdown.
+        self.handshakes: dict[asyncio.Task, asyncio.BaseTransport] = {}
+        self.idle_timeout = options.idle_timeout
+        self.protocol_class: type[ChatProtocol] = IdleChatProtocol if options.idle_timeout else ChatProtocol
         #: Extra file descriptors whose readability (data or EOF) means "stop" (prefork's parent pipe).
         self.stop_fds: list[int] = []
 
@@ -111,7 +239,7 @@ class AsyncioServer(BaseServer):
 
     def serve(self) -> None:
         loop = new_event_loop(self.loop_name)
-        loop.set_exception_handler(_one_line_handler)
+        loop.set_exception_handler(self._one_line_handler)
         try:
             loop.run_until_complete(self._serve(loop))
         finally:
@@ -119,9 +247,20 @@ class AsyncioServer(BaseServer):
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.listener is not None
-        server = await loop.create_server(
-            lambda: ChatProtocol(self), sock=self.listener, backlog=self.options.backlog
-        )
+        if self.loop_name == "asyncio":  # its accept loop calls our accept(): an episode's end is seen there
+            self.listener = WatchedListener(self, self.listener)
+        tls = self.options.tls
+        if tls is not None and self.loop_name == "uvloop":
+            # uvloop starts reading right after connection_made, so the ClientHello could reach
+            # TLSAccept before start_tls: uvloop does its handshakes itself (failures go unlogged).
+            protocol_class = self.protocol_class
+            server = await loop.create_server(
+                lambda: protocol_class(self), sock=self.listener, backlog=self.options.backlog, ssl=tls,
+                ssl_handshake_timeout=min(HANDSHAKE_TIMEOUT, self.idle_timeout or HANDSHAKE_TIMEOUT),
+            )  # fmt: skip
+        else:
+            factory = TLSAccept if tls is not None else self.protocol_class
+            server = await loop.create_server(lambda: factory(self), sock=self.listener, backlog=self.options.backlog)
         stop = loop.create_future()
 
         def wake() -> None:
@@ -138,6 +277,9 @@ class AsyncioServer(BaseServer):
             for fd in watched:
                 loop.remove_reader(fd)
             server.close()
+            for task, transport in list(self.handshakes.items()):
+                task.cancel()
+                transport.abort()
             # Connections accepted just before the stop are still being set up (a task
             # each, on asyncio's loop): let them reach connection_made, then close them too.
             await asyncio.sleep(0)
@@ -158,9 +300,15 @@ class AsyncioServer(BaseServer):
             transport.abort()
         await asyncio.sleep(0)
 
+    def _one_line_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's default handler prints a traceback; a server under load logs one line.
 
-def _one_line_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """asyncio's default handler prints a traceback; a server under load logs one line."""
-    exc = context.get("exception")
-    detail = f": {exc.__class__.__name__}: {exc}" if exc is not None else ""
-    LOG.log(logging.WARNING, "%s%s", context.get("message", "event loop error"), detail)
+        Out of descriptors, asyncio's accept loop reports every failed accept
+        (one per backlog slot, then again each second): one line per episode.
+        """
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+            self.out_of_descriptors(exc)
+            return
+        detail = f": {exc.__class__.__name__}: {exc}" if exc is not None else ""
+        LOG.log(logging.WARNING, "%s%s", context.get("message", "event loop error"), detail)

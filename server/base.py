@@ -1,8 +1,9 @@
 """The contract every server variant fulfils, in the manner of ``socketserver``.
 
 A variant is a small subclass of :class:`BaseServer` that owns only its I/O and
-concurrency model. Listening, logging, shutdown and the protocol's events are
-here, so that every variant binds, logs and answers the same way.
+concurrency model. Listening, TLS, idle timeouts, logging, shutdown and the
+protocol's events are here, so that every variant binds, logs and answers the
+same way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 import select
 import selectors
 import socket
-import time
+import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -23,6 +25,7 @@ from server.protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_MESSAGE,
+    REPLY,
     Message,
     Oversized,
     PeerClosed,
@@ -38,6 +41,19 @@ CONN_LOG = logging.getLogger("server.conn")
 
 #: accept() errors that mean "out of a resource", not "this listener is broken".
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Out of descriptors, a variant stops accepting for this long, then tries again.
+ACCEPT_PAUSE = 0.1
+#: A TLS client has this long to finish its handshake (unless --idle-timeout is shorter).
+HANDSHAKE_TIMEOUT = 10.0
+
+#: Control characters (C0, DEL, C1, line/paragraph separators) -> a visible escape.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+
+
+def escape(text: str) -> str:
+    """Client text made safe for a log line: a client must not forge lines or colours."""
+    return text if text.isprintable() else text.translate(_CONTROL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +64,52 @@ class ServerOptions:
     port: int = DEFAULT_PORT
     backlog: int = DEFAULT_BACKLOG
     recv_size: int = MAX_MESSAGE
-    #: Test-only: seconds to sleep before each reply (to slow a variant on purpose).
-    delay: float = 0.0
+    #: Close a connection that sends nothing for this many seconds (None: never, as the tutorial).
+    idle_timeout: float | None = None
+    #: Serve TLS with this context (None: plain TCP, as the tutorial).
+    tls: ssl.SSLContext | None = None
 
 
 def format_address(address: tuple) -> str:
     """``127.0.0.1:8000`` or ``[::1]:8000``."""
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def make_listener(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening, non-blocking socket: the one way every variant (and prefork's workers) listens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's SSLContext from ``--tls-cert``/``--tls-key``; ValueError is the one-line error."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together: give both or neither")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        # password: an encrypted key fails here instead of prompting on a terminal.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        if isinstance(exc, ssl.SSLError):
+            reason = f"not a PEM certificate and its matching key ({exc.reason or exc})"
+        else:
+            reason = exc.strerror or str(exc)
+        raise ValueError(f"--tls-cert {cert} / --tls-key {key}: cannot load: {reason}") from None
+    return context
 
 
 class Session:
@@ -65,12 +119,11 @@ class Session:
     (checked once per connection) and returns what the caller must send.
     """
 
-    __slots__ = ("conn", "peer", "verbose", "delay", "warned")
+    __slots__ = ("conn", "peer", "verbose", "warned")
 
-    def __init__(self, peer: str, delay: float = 0.0, max_message: int = MAX_MESSAGE) -> None:
+    def __init__(self, peer: str, max_message: int = MAX_MESSAGE) -> None:
         self.conn = ServerConnection(max_message)
         self.peer = peer
-        self.delay = delay
         self.warned = False
         self.verbose = CONN_LOG.isEnabledFor(logging.INFO)
         if self.verbose:
@@ -84,7 +137,7 @@ class Session:
             if kind is Message:
                 if self.verbose:
                     CONN_LOG.info("Processing the input received from client")
-                    CONN_LOG.info("Processed result: %s", event.result)
+                    CONN_LOG.info("Processed result: %s", escape(event.result))
                 replies += 1
             elif kind is Quit:
                 if self.verbose:
@@ -104,8 +157,6 @@ class Session:
             elif kind is Undecodable:
                 CONN_LOG.warning("Invalid UTF-8 from %s (%s): answered, not processed", self.peer, event.reason)
                 replies += 1
-        if self.delay:
-            time.sleep(self.delay)
         return replies, False
 
     def reset(self, exc: BaseException) -> None:
@@ -113,9 +164,77 @@ class Session:
         if self.verbose:
             CONN_LOG.info("Connection %s lost: %s", self.peer, exc.__class__.__name__)
 
+    def idle(self, timeout: float) -> None:
+        """The server closes a connection that sent nothing for ``timeout`` seconds."""
+        if self.verbose:
+            CONN_LOG.info("Connection %s idle for %g s: closing it", self.peer, timeout)
+
     def closed(self) -> None:
         if self.verbose:
             CONN_LOG.info("Connection %s closed", self.peer)
+
+
+def handshake_failed(peer: str, exc: BaseException) -> None:
+    """One line per failed TLS handshake (a scanner or a wrong CA must not cost a traceback)."""
+    reason = getattr(exc, "reason", None) or exc.__class__.__name__
+    LOG.warning("TLS handshake with %s failed: %s", peer, reason)
+
+
+def serve_blocking(sock: socket.socket, session: Session, recv_size: int, idle_timeout: float | None = None) -> None:
+    """Serve one connection on a blocking socket until quit, close, error or idle timeout.
+
+    Shared by the thread-per-connection and thread-pool variants. The caller
+    closes the socket (and set its timeout to ``idle_timeout``).
+    """
+    recv = sock.recv
+    sendall = sock.sendall
+    try:
+        while True:
+            count, close = session.feed(recv(recv_size))
+            if count:
+                sendall(REPLY if count == 1 else REPLY * count)
+            if close:
+                break
+    except TimeoutError:
+        session.idle(idle_timeout or 0.0)
+    except OSError as exc:  # reset, broken pipe, or the socket shut down for exit
+        session.reset(exc)
+    session.closed()
+
+
+class ClientRegistry:
+    """The open client sockets, so that shutdown can close every one of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.add(sock)
+
+    def discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+
+    def replace(self, old: socket.socket, new: socket.socket) -> None:
+        """``new`` took over ``old``'s descriptor (a TLS wrap)."""
+        with self._lock:
+            self._socks.discard(old)
+            self._socks.add(new)
+
+    def shutdown_all(self) -> None:
+        """Shut every client socket down; its thread then sees EOF and exits."""
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass
+
+    def __len__(self) -> int:
+        return len(self._socks)
 
 
 class BaseServer:
@@ -129,11 +248,15 @@ class BaseServer:
     description: ClassVar[str] = ""
     #: Prefork children share one port.
     reuse_port: ClassVar[bool] = False
+    #: What each connection's protocol state is (a test server swaps in a slower one).
+    session_class: ClassVar[type[Session]] = Session
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.stopping = False
         self.listener: socket.socket | None = None
+        #: True from the first accept() that ran out of descriptors to the next that succeeds.
+        self.starved = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -146,23 +269,14 @@ class BaseServer:
     def open(self) -> socket.socket:
         """Create, bind and listen, logging the tutorial's lines and the address bound."""
         opts = self.options
-        family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         LOG.info("Socket created")
         try:
-            sock.bind((opts.host, opts.port))
+            sock = make_listener(opts.host, opts.port, opts.backlog, self.reuse_port)
         except OSError as exc:
-            sock.close()
             raise BindError(f"Bind failed. Error : {exc.strerror or exc} ({opts.host}:{opts.port})") from None
-        sock.listen(opts.backlog)
-        sock.setblocking(False)
         LOG.info("Socket now listening")
-        LOG.info(
-            "Serving on %s (%s, backlog %d)", format_address(sock.getsockname()), self.name, opts.backlog
-        )
+        tls = ", tls" if opts.tls is not None else ""
+        LOG.info("Serving on %s (%s, backlog %d%s)", format_address(sock.getsockname()), self.name, opts.backlog, tls)
         self.listener = sock
         return sock
 
@@ -194,28 +308,47 @@ class BaseServer:
         self._wake_r.close()
         self._wake_w.close()
 
+    # -- running out of descriptors: one line per episode -------------------------
+    def out_of_descriptors(self, exc: OSError) -> None:
+        """accept() failed for want of a resource: log the first time only, until it recovers."""
+        if not self.starved:
+            self.starved = True
+            LOG.warning(
+                "Out of file descriptors: accept() failed: %s; pausing accepts, serving the clients held",
+                exc.strerror or exc,
+            )
+
+    def recovered(self) -> None:
+        """An accept succeeded after an episode of running out: say so once."""
+        if self.starved:
+            self.starved = False
+            LOG.warning("File descriptors available again: accepting connections")
+
     # -- helpers for variants -------------------------------------------------
     def accept_ready(self) -> list[tuple[socket.socket, tuple]]:
         """Accept every connection waiting in the queue (the listener is non-blocking).
 
-        Out of file descriptors (EMFILE and kin), it logs once, waits 100 ms and
-        returns what it has: the server keeps serving the clients it holds.
+        Out of file descriptors (EMFILE and kin), it returns what it has with
+        ``self.starved`` set: the caller pauses accepting for ACCEPT_PAUSE.
         """
         accepted: list[tuple[socket.socket, tuple]] = []
         assert self.listener is not None
+        accept = self.listener.accept
         while True:
             try:
-                accepted.append(self.listener.accept())
+                accepted.append(accept())
             except (BlockingIOError, InterruptedError):
-                return accepted
+                break
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:
-                    LOG.warning("accept() failed: %s; retrying in 100 ms", exc.strerror)
-                    self.wait_wake(0.1)
+                    self.out_of_descriptors(exc)
                     return accepted
                 raise
+        if accepted and self.starved:
+            self.recovered()
+        return accepted
 
     def accept_loop(self, handle: Callable[[socket.socket, tuple], None]) -> None:
         """Wait for connections (or shutdown) and pass each to ``handle``: the thread-based designs' loop."""
@@ -230,8 +363,36 @@ class BaseServer:
                     break
                 for sock, address in self.accept_ready():
                     handle(sock, address)
+                if self.starved:  # this thread only accepts: pausing it stalls no client
+                    self.wait_wake(ACCEPT_PAUSE)
         finally:
             sel.close()
+
+    def serve_client(self, sock: socket.socket, address: tuple, clients: ClientRegistry) -> None:
+        """A blocking client's whole life in its thread: TLS handshake, idle timeout, session.
+
+        The handshake runs here, not in the accept loop: a slow or hostile
+        client must not hold up the others. Closes the socket.
+        """
+        opts = self.options
+        peer = format_address(address)
+        try:
+            sock.setblocking(True)
+            if opts.tls is not None:
+                tls = opts.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                clients.replace(sock, tls)
+                sock = tls
+                sock.settimeout(min(HANDSHAKE_TIMEOUT, opts.idle_timeout or HANDSHAKE_TIMEOUT))
+                try:
+                    tls.do_handshake()
+                except (OSError, ValueError) as exc:  # SSLError, reset, timeout; ValueError: closed at shutdown
+                    handshake_failed(peer, exc)
+                    return
+            sock.settimeout(opts.idle_timeout)
+            serve_blocking(sock, self.session_class(peer, opts.recv_size), opts.recv_size, opts.idle_timeout)
+        finally:
+            clients.discard(sock)
+            sock.close()
 
     def wait_wake(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, waking at once on shutdown.

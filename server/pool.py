@@ -15,8 +15,7 @@ import threading
 import time
 
 from server.args import positive_int
-from server.base import LOG, BaseServer, ServerOptions, Session, format_address
-from server.threaded import ClientRegistry, serve_blocking
+from server.base import LOG, BaseServer, ClientRegistry, ServerOptions, format_address
 
 DEFAULT_WORKERS = 32
 
@@ -52,25 +51,23 @@ class PoolServer(BaseServer):
         self.accept_loop(self._enqueue)
 
     def _enqueue(self, sock: socket.socket, address: tuple) -> None:
-        sock.setblocking(True)
         self.clients.add(sock)
         self._queue.put((sock, address))
 
     def _worker(self) -> None:
-        recv_size, delay = self.options.recv_size, self.options.delay
         while True:
             item = self._queue.get()
             if item is None:
                 return
             sock, address = item
             try:
-                if not self.stopping:
-                    serve_blocking(sock, Session(format_address(address), delay), recv_size)
+                if self.stopping:
+                    self.clients.discard(sock)
+                    sock.close()
+                else:
+                    self.serve_client(sock, address, self.clients)  # closes the socket
             except Exception:  # a bug must not cost a worker: the pool would shrink silently
                 LOG.exception("Worker failed serving %s", format_address(address))
-            finally:
-                self.clients.discard(sock)
-                sock.close()
 
     def close(self) -> None:
         """Stop the workers: wake the busy ones (shutdown) and the idle ones (sentinels)."""

@@ -9,41 +9,32 @@ exactly one process: load balancing with no shared queue and no thundering
 herd, and no connection lost (a socket shared by all workers would be one queue
 that every worker races for; closing the parent's socket once the workers had
 their own would reset whatever was queued on it). The parent then holds no
-listener: it only watches its workers, logs the ones that die, and stops them.
+listener: it only watches its workers, replaces the ones that die (a new
+SO_REUSEPORT listener each; a crash loop is capped, see MAX_RESTARTS), and
+stops them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import selectors
 import signal
 import socket
 import sys
 import time
+from collections import deque
 
 from server.args import positive_int
 from server.aio import AsyncioServer, add_loop_argument, check_loop
-from server.base import LOG, BaseServer, ServerOptions
+from server.base import LOG, BaseServer, ServerOptions, make_listener
 
 #: How often the parent looks for workers that died (it sleeps on its wake socket).
 REAP_INTERVAL = 0.25
-
-
-def reuseport_listener(options: ServerOptions) -> socket.socket:
-    """A new non-blocking listener on ``options``' address, joining the SO_REUSEPORT group."""
-    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((options.host, options.port))
-        sock.listen(options.backlog)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+#: A crash loop must not fork forever: past this many deaths within RESTART_WINDOW
+#: seconds, a worker that dies is not replaced (logged).
+MAX_RESTARTS = 5
+RESTART_WINDOW = 10.0
 
 
 class PreforkServer(BaseServer):
@@ -64,6 +55,10 @@ class PreforkServer(BaseServer):
         self.processes = processes
         self.loop_name = loop
         self.workers: dict[int, int] = {}  # pid -> worker index
+        self.deaths: deque[float] = deque()  # when workers died, within RESTART_WINDOW
+        self._worker_options = options
+        # Workers stop when this pipe reaches EOF: when the parent closes it, or dies.
+        self._alive_r = self._alive_w = -1
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -76,56 +71,64 @@ class PreforkServer(BaseServer):
     # -- parent ----------------------------------------------------------------
     def serve(self) -> None:
         assert self.listener is not None
-        port = self.listener.getsockname()[1]
-        options = ServerOptions(
-            host=self.options.host, port=port, backlog=self.options.backlog,
-            recv_size=self.options.recv_size, delay=self.options.delay,
-        )  # fmt: skip
-        # Workers stop when this pipe reaches EOF: when the parent closes it, or dies.
-        alive_r, alive_w = os.pipe()
+        self._worker_options = dataclasses.replace(self.options, port=self.listener.getsockname()[1])
+        self._alive_r, self._alive_w = os.pipe()
         try:
             for index in range(self.processes):
-                sys.stdout.flush()
-                sys.stderr.flush()
                 try:
-                    pid = os.fork()
+                    self._fork(index, self.listener if index == 0 else None)
                 except OSError as exc:
                     LOG.error("fork() failed for worker %d: %s; stopping", index, exc.strerror)
                     raise SystemExit(1) from None
-                if pid == 0:  # pragma: no cover - runs in the child
-                    os.close(alive_w)
-                    os._exit(self._worker(index, options, alive_r))
-                self.workers[pid] = index
-            os.close(alive_r)
-            alive_r = -1
             self.listener.close()  # worker 0 owns it now
             self._watch()
         finally:
-            os.close(alive_w)
-            if alive_r != -1:
-                os.close(alive_r)
+            os.close(self._alive_w)
+            os.close(self._alive_r)
             self._stop_workers()
 
+    def _fork(self, index: int, listener: socket.socket | None) -> int:
+        """Start worker ``index`` (on ``listener``, or on a new SO_REUSEPORT one); return its pid."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(self._alive_w)
+            os._exit(self._worker(index, listener))
+        self.workers[pid] = index
+        return pid
+
     def _watch(self) -> None:
-        """Sleep on the wake socket; every REAP_INTERVAL, log workers that died."""
-        sel = selectors.DefaultSelector()
-        sel.register(self.wake_socket, selectors.EVENT_READ)
+        """Sleep on the wake socket; every REAP_INTERVAL, replace workers that died."""
+        while not self.stopping:
+            self.wait_wake(REAP_INTERVAL)  # poll(): no descriptor for a replacement worker to inherit
+            if self.stopping:
+                return
+            for pid, status in self._reap():
+                self._replace(self.workers.pop(pid), pid, describe_status(status))
+            if not self.workers:
+                LOG.error("Every worker died; stopping")
+                raise SystemExit(1)
+
+    def _replace(self, index: int, pid: int, how: str) -> None:
+        """Fork a new worker for one that died, unless workers die too fast (a crash loop)."""
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths[0] < now - RESTART_WINDOW:
+            self.deaths.popleft()
+        left = f"{len(self.workers)} of {self.processes} left"
+        if len(self.deaths) > MAX_RESTARTS:
+            LOG.error(
+                "Worker %d (pid %d) died (%s); not replaced: %d deaths within %g s; %s",
+                index, pid, how, len(self.deaths), RESTART_WINDOW, left,
+            )  # fmt: skip
+            return
         try:
-            while not self.stopping:
-                sel.select(REAP_INTERVAL)
-                if self.stopping:
-                    return
-                for pid, status in self._reap():
-                    index = self.workers.pop(pid)
-                    LOG.warning(
-                        "Worker %d (pid %d) died (%s); %d of %d left",
-                        index, pid, describe_status(status), len(self.workers), self.processes,
-                    )  # fmt: skip
-                if not self.workers:
-                    LOG.error("Every worker died; stopping")
-                    raise SystemExit(1)
-        finally:
-            sel.close()
+            new = self._fork(index, None)
+        except OSError as exc:
+            LOG.error("Worker %d (pid %d) died (%s); fork() failed: %s; %s", index, pid, how, exc.strerror, left)
+            return
+        LOG.warning("Worker %d (pid %d) died (%s); replaced by pid %d", index, pid, how, new)
 
     def _reap(self) -> list[tuple[int, int]]:
         reaped = []
@@ -163,22 +166,22 @@ class PreforkServer(BaseServer):
             del self.workers[pid]
 
     # -- child -----------------------------------------------------------------
-    def _worker(self, index: int, options: ServerOptions, alive_fd: int) -> int:  # pragma: no cover
+    def _worker(self, index: int, listener: socket.socket | None) -> int:  # pragma: no cover
         """Run one worker's event loop; return its exit code (never returns into the parent's code)."""
         code = 0
+        options = self._worker_options
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
             self._wake_r.close()
             self._wake_w.close()
-            assert self.listener is not None
-            if index == 0:
-                listener = self.listener
-            else:
+            if listener is None:
+                assert self.listener is not None
                 self.listener.close()  # worker 0's: holding it would keep its queue alive after it dies
-                listener = reuseport_listener(options)
+                listener = make_listener(options.host, options.port, options.backlog, reuse_port=True)
             worker = AsyncioServer(options, loop=self.loop_name)
+            worker.session_class = self.session_class  # type: ignore[misc]
             worker.listener = listener
-            worker.stop_fds.append(alive_fd)
+            worker.stop_fds.append(self._alive_r)
             signal.signal(signal.SIGTERM, lambda signum, frame: worker.shutdown())
             try:
                 worker.serve()

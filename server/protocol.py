@@ -151,8 +151,8 @@ class ServerConnection:
         except UnicodeDecodeError as exc:
             self._decoder.reset()
             return Undecodable(len(piece), exc.reason)
-        result = "Hello " + text.rstrip().upper()
-        if QUIT_TOKEN in result:
+        result = process(text)
+        if is_quit(result):
             self.closed = True
             return Quit(text)
         return Message(text, result)

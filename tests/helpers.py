@@ -261,3 +261,15 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def steady_resources(pid: int, timeout: float = 30.0) -> tuple[int, int]:
+    """(threads, fds) once they hold still for three samples in a row: the server is idle."""
+    seen = [resources(pid)]
+
+    def steady() -> bool:
+        seen.append(resources(pid))
+        return len(seen) > 2 and seen[-1] == seen[-2] == seen[-3]
+
+    assert wait_for(steady, timeout, interval=0.1), f"threads and fds never settled: {seen[-5:]}"
+    return seen[-1]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from server.base import Session, escape
 from server.protocol import (
     MAX_MESSAGE,
     QUIT,
@@ -16,6 +19,7 @@ from server.protocol import (
     ServerConnection,
     Undecodable,
     encode_message,
+    is_quit,
     process,
 )
 
@@ -121,7 +125,79 @@ def test_client_side_counts_replies_and_spots_anything_else() -> None:
     assert counter.replies == 5 and counter.unexpected == b"x"
 
 
+def test_escape_keeps_text_and_shows_control_characters() -> None:
+    assert escape("Hello ZACK é") == "Hello ZACK é"
+    assert escape("A\x1b[31MB\nFORGED\r\u2028") == "A\\x1b[31MB\\nFORGED\\r\\u2028"
+
+
 def test_encode_message_refuses_what_the_server_would_split() -> None:
     assert encode_message("Zack") == b"Zack"
     with pytest.raises(ValueError, match="5120"):
         encode_message("a" * (MAX_MESSAGE + 1))
+
+
+# -- properties (hypothesis): any bytes, any split ------------------------------------
+CHUNK = st.one_of(st.binary(max_size=40), st.text(max_size=20).map(str.encode), st.just(b"--quit--"))
+ANSWERED = (Message, Undecodable)
+PROPERTY = settings(max_examples=200, deadline=None)  # deadline: a loaded CI machine is no bug
+
+
+@PROPERTY
+@given(max_message=st.integers(1, 16), chunks=st.lists(CHUNK, max_size=12))
+def test_any_chunks_never_raise_and_each_piece_gets_exactly_one_outcome(max_message: int, chunks: list[bytes]) -> None:
+    """Per read: one answered event (or Quit) per piece of at most max_message bytes; Oversized for full ones."""
+    conn = ServerConnection(max_message)
+    for chunk in chunks:
+        closed_before = conn.closed
+        events = conn.receive_data(chunk)
+        assert all(isinstance(e, (Message, Quit, PeerClosed, Oversized, Undecodable)) for e in events)
+        if closed_before:
+            assert events == []  # nothing after Quit or PeerClosed
+            continue
+        if not chunk:
+            assert events == [PeerClosed()] and conn.closed
+            continue
+        outcomes = [e for e in events if not isinstance(e, Oversized)]
+        pieces = -(-len(chunk) // max_message)
+        quits = [i for i, e in enumerate(outcomes) if isinstance(e, Quit)]
+        if quits:
+            assert quits == [len(outcomes) - 1] and conn.closed  # processing stops at the quit
+            assert len(outcomes) <= pieces
+        else:
+            assert len(outcomes) == pieces and all(isinstance(e, ANSWERED) for e in outcomes)
+        full = sum(1 for start in range(0, len(outcomes) * max_message, max_message) if len(chunk[start : start + max_message]) == max_message)
+        assert sum(1 for e in events if isinstance(e, Oversized)) == full
+
+
+@PROPERTY
+@given(chunks=st.lists(CHUNK, max_size=12), tail=st.lists(CHUNK, max_size=4))
+def test_nothing_after_quit_or_close(chunks: list[bytes], tail: list[bytes]) -> None:
+    conn = ServerConnection()
+    for chunk in chunks:
+        conn.receive_data(chunk)
+    conn.receive_data(b"")  # closed now, if it was not already
+    assert conn.closed
+    assert all(conn.receive_data(chunk) == [] for chunk in [*tail, b"", QUIT])
+
+
+@PROPERTY
+@given(text=st.text(min_size=1, max_size=200), max_message=st.integers(4, 32))
+def test_utf8_cut_anywhere_by_full_reads_comes_back_whole(text: str, max_message: int) -> None:
+    """Full-buffer reads may cut a character: it is carried over, never lost or undecodable."""
+    assume(not is_quit(process(text)))
+    data = text.encode()
+    events = ServerConnection(max_message).receive_data(data)
+    assert not any(isinstance(e, Undecodable) for e in events)
+    assert "".join(e.text for e in events if isinstance(e, Message)) == text
+
+
+@PROPERTY
+@given(chunks=st.lists(CHUNK, max_size=12))
+def test_session_replies_once_per_answered_event(chunks: list[bytes]) -> None:
+    """Session.feed, the servers' one path to the protocol, counts exactly one reply per Message/Undecodable."""
+    session, mirror = Session("127.0.0.1:1"), ServerConnection()
+    for chunk in chunks:
+        events = mirror.receive_data(chunk)
+        replies, close = session.feed(chunk)
+        assert replies == sum(1 for e in events if isinstance(e, ANSWERED))
+        assert close == any(isinstance(e, (Quit, PeerClosed)) for e in events)

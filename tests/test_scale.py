@@ -176,7 +176,7 @@ class SlowReplyUser(TcpUser):
 
 def test_watchdog_timeouts_are_reply_timeouts(start: Any, spawn: Any, tmp_path: Path) -> None:
     """gevent wakes a recv whose socket the watchdog shut down with EBADF: still a ReplyTimeout."""
-    server: RunningServer = start("threaded", backlog=128, extra_args=("--delay-ms", "1500"))
+    server: RunningServer = start("threaded", backlog=128, entry=(str(ROOT / "tests" / "slow_server.py"),), extra_args=("--delay-ms", "1500"))
     scenario = tmp_path / "slow_reply.py"
     scenario.write_text(SLOW_REPLY_USER)
     hdr, log = tmp_path / "hdr.json", tmp_path / "locust.log"

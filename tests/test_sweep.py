@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -161,17 +162,21 @@ def test_a_server_killed_mid_sweep_is_recorded_and_the_next_variant_runs(tmp_pat
     assert_nothing_left(server_pids(cells))
 
 
-def test_compare_flags_a_variant_slowed_on_purpose_and_checks_set_the_exit_code(tmp_path: Path) -> None:
+def test_compare_flags_a_variant_slowed_on_purpose_and_checks_set_the_exit_code(start: Any, tmp_path: Path) -> None:
+    """The same design, then slowed by 3 ms a reply (tests/slow_server.py: test-only slowness), both as --target."""
     before, after = tmp_path / "before", tmp_path / "after"
-    common = ["--variants", "asyncio", "--users", "2", *SHORT, "--quiet"]
-    assert swarmbench("sweep", *common, "--out", str(before)).returncode == 0
-    slowed = swarmbench("sweep", *common, "--out", str(after), "--server-arg=--delay-ms=3")
+    fast = start("asyncio", backlog=128)
+    slow = start("asyncio", backlog=128, entry=(str(Path(__file__).resolve().parent / "slow_server.py"),),
+                 extra_args=["--delay-ms", "3"])  # fmt: skip
+    common = ["--users", "2", *SHORT, "--quiet"]
+    assert swarmbench("sweep", *common, "--target", f"127.0.0.1:{fast.port}", "--out", str(before)).returncode == 0
+    slowed = swarmbench("sweep", *common, "--target", f"127.0.0.1:{slow.port}", "--out", str(after))
     assert slowed.returncode == 0, slowed.stderr
     result = swarmbench("compare", str(before), str(after), "--check", "ratio.message.p50<=1.5")
     assert result.returncode == 1
     broken = [line for line in result.stderr.splitlines() if line.startswith("check ")]
-    assert len(broken) == 1 and "asyncio u=2" in broken[0] and "ratio.message.p50" in broken[0]
-    assert "asyncio" in result.stdout and (after / "compare.html").exists()
+    assert len(broken) == 1 and "target u=2" in broken[0] and "ratio.message.p50" in broken[0]
+    assert "target" in result.stdout and (after / "compare.html").exists()
     same = swarmbench("compare", str(before), str(before), "--out", str(tmp_path / "same.html"), "--check", "ratio.throughput>=0.99")
     assert same.returncode == 0, same.stderr
     impossible = swarmbench("compare", str(before), str(before), "--out", str(tmp_path / "x.html"), "--check", "throughput>=1e12")

@@ -122,7 +122,7 @@ def test_open_loop_corrects_coordinated_omission(start: Any, tmp_path: Path) -> 
     Latency from the intended send time grows with the backlog (wrk2's correction);
     from the actual send it stays near 20 ms. Equal figures would mean no correction.
     """
-    server = start("threaded", backlog=128, extra_args=["--delay-ms", "20"])
+    server = start("threaded", backlog=128, entry=(str(ROOT / "tests" / "slow_server.py"),), extra_args=["--delay-ms", "20"])
     result = run_locust("chat.py", tmp_path, server.url, "--rate", "200", "--messages-per-session", "1000", users=2, seconds=3)
     assert result.code == 0, result.output
     names = result.hdr.names

@@ -24,8 +24,9 @@ import pytest
 
 from harness.server_process import RunningServer
 from server.protocol import QUIT, REPLY
+from server.prefork import MAX_RESTARTS
 from server.variants import VARIANTS
-from helpers import converse, cpu_seconds, read_to_eof, resources, run_clients, wait_for
+from helpers import converse, cpu_seconds, read_to_eof, resources, run_clients, steady_resources, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [(name, name, ()) for name in VARIANTS] + [("asyncio-uvloop", "asyncio", ("--loop", "uvloop"))]
 
 Start = Callable[..., RunningServer]
+
+pytestmark = pytest.mark.slow  # every test here starts a process
 
 
 @pytest.fixture(params=CONFIGS, ids=[c[0] for c in CONFIGS])
@@ -54,7 +57,7 @@ def serve(start: Start, config: tuple[str, tuple[str, ...]]) -> Callable[..., Ru
     return _serve
 
 
-def wait_logged(server: RunningServer, text: str, timeout: float = 5.0) -> str:
+def wait_logged(server: RunningServer, text: str, timeout: float = 30.0) -> str:
     assert wait_for(lambda: text in server.log_text(), timeout), f"{text!r} not in the log:\n{server.log_text()[-2000:]}"
     return server.log_text()
 
@@ -122,8 +125,9 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
     server = serve()
     address = server.address
     converse(address, [b"warm up"])
-    time.sleep(0.2)
-    idle = resources(server.pid)
+    # Idle once the warm-up client's thread (threaded) is gone: the counts hold still. (Not the counts
+    # before it: uvloop reserves a descriptor at its first accept.)
+    idle = steady_resources(server.pid)
 
     # Abrupt close, without quit.
     with socket.create_connection(address, timeout=5) as sock:
@@ -154,12 +158,16 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
         sock.sendall(QUIT)
         assert read_to_eof(sock) == b""
     # Oversized: one reply per piece of at most 5120 bytes (how many depends on the reads).
-    with socket.create_connection(address, timeout=5) as sock:
+    with socket.create_connection(address, timeout=10) as sock:
         sock.sendall(b"x" * 12000)
-        time.sleep(0.1)
+        replies = b""
+        while len(replies) < 3:  # at least three pieces of at most 5120 bytes, however the reads fall
+            chunk = sock.recv(16)
+            assert chunk, f"closed after {replies!r}"
+            replies += chunk
         sock.sendall(QUIT)
-        replies = read_to_eof(sock)
-    assert len(replies) >= 3 and replies == REPLY * len(replies), replies
+        replies += read_to_eof(sock)
+    assert 3 <= len(replies) <= 12000 and replies == REPLY * len(replies), replies
     # Byte at a time, a two-byte character split across two messages.
     with socket.create_connection(address, timeout=5) as sock:
         for byte in "héllo".encode():
@@ -169,7 +177,7 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
         assert read_to_eof(sock) == b""
 
     converse(address, [b"after all that"])
-    back = wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), idle)), timeout=5.0)
+    back = wait_for(lambda: all(now <= then for now, then in zip(resources(server.pid), idle)), timeout=30.0)
     assert back, f"threads and fds {resources(server.pid)} did not return to idle {idle}"
     log = server.log_text()
     assert "The input size is greater than expected 5120" in log
@@ -178,15 +186,19 @@ def test_bad_clients(serve: Callable[..., RunningServer]) -> None:
 
 
 def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tuple[str, tuple[str, ...]]) -> None:
-    """EMFILE on accept: the server keeps serving the clients it holds, then serves those that waited.
+    """EMFILE on accept: one warning per episode (and one line when it ends); the clients held are
+    still served meanwhile, and those that waited are served once descriptors are back.
 
-    uvloop is the exception: libuv sheds waiting connections (it accepts one on a
-    reserved descriptor and closes it) rather than leave them all queued.
+    uvloop is the exception: libuv sheds the waiting clients (it accepts one on a
+    reserved descriptor and closes it) rather than leave them queued, and tells
+    the server nothing, so there is no episode to log.
     """
-    server = serve()
-    allowed = {REPLY, b""} if "uvloop" in config[1] else {REPLY}
+    variant, extra = config
+    server = serve(extra_args=("--processes", "2") if variant == "prefork" else ())
+    uvloop = "uvloop" in extra
+    allowed = {REPLY, b""} if uvloop else {REPLY}
     address = server.address
-    held = socket.create_connection(address, timeout=5)
+    held = socket.create_connection(address, timeout=10)
     held.sendall(b"first")
     assert held.recv(16) == REPLY
     procs = psutil.Process(server.pid).children() or [psutil.Process(server.pid)]
@@ -195,13 +207,16 @@ def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tu
     try:
         for proc in procs:
             proc.rlimit(psutil.RLIMIT_NOFILE, (proc.num_fds() + 2, limits[proc.pid][1]))
-        for _ in range(5):  # more than the fds left, fewer than listen(6) queues
-            sock = socket.create_connection(address, timeout=5)
+        for _ in range(5):  # more than the fds left (in one process at least), fewer than listen(6) queues
+            sock = socket.create_connection(address, timeout=10)
             sock.sendall(b"queued")
             waiting.append(sock)
-        time.sleep(0.5)
-        held.sendall(b"still served")
-        assert held.recv(16) == REPLY
+        if not uvloop:
+            wait_logged(server, "Out of file descriptors", timeout=30.0)
+        for _ in range(5):  # the episode lasts until the limits are restored: the held client is answered
+            held.sendall(b"still served")
+            assert held.recv(16) == REPLY
+        assert "File descriptors available again" not in server.log_text()
         for proc in procs:
             proc.rlimit(psutil.RLIMIT_NOFILE, limits[proc.pid])
         outcomes = [_reply_or_closed(sock) for sock in waiting]  # served once descriptors are back
@@ -216,6 +231,15 @@ def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tu
     assert read_to_eof(held) == b""
     held.close()
     converse(address, [b"after"])
+    if uvloop:
+        assert "Out of file descriptors" not in server.log_text()
+        return
+    log = wait_logged(server, "File descriptors available again", timeout=30.0)
+    episodes, ends = log.count("Out of file descriptors"), log.count("File descriptors available again")
+    # One warning per process at most, not one per attempt. A prefork worker can run out with its
+    # queue empty (the kernel checks descriptors first): it has nothing to accept, so no end line yet.
+    assert 1 <= ends <= episodes <= len(procs), log[-3000:]
+    assert ends == episodes or variant == "prefork", log[-3000:]
     assert_clean(server)
 
 
@@ -240,9 +264,11 @@ def test_signal_with_clients_connected(serve: Callable[..., RunningServer], sign
     try:
         server.process.send_signal(signum)
         try:
-            code = server.process.wait(timeout=2.0)
+            # The promise is "stops within 2 s" (1 s for clients, 1.5 s for prefork's workers); a loaded
+            # CI machine gets room before it counts as hung.
+            code = server.process.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"server still running 2 s after {signal.Signals(signum).name}")
+            pytest.fail(f"server still running 10 s after {signal.Signals(signum).name}")
         assert code == 0, server.log_text()[-2000:]
         assert not psutil.pid_exists(server.pid)
         for pid in workers:
@@ -290,7 +316,7 @@ def _established(proc: psutil.Process, port: int) -> int:
 def test_prefork_workers_share_the_port(start: Start) -> None:
     server = start("prefork", extra_args=("--processes", "2"), log_level="INFO")
     parent = psutil.Process(server.pid)
-    assert wait_for(lambda: len(parent.children()) == 2, 5.0)
+    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
     workers = parent.children()
     assert _listening_ports(parent) == []  # the parent holds no listener: it would get a share
     for worker in workers:
@@ -308,16 +334,40 @@ def test_prefork_workers_share_the_port(start: Start) -> None:
     assert server.log_text().count("Serving on") == 1
 
 
-def test_prefork_logs_a_worker_that_dies(start: Start) -> None:
+def test_prefork_replaces_a_worker_that_dies(start: Start) -> None:
     server = start("prefork", extra_args=("--processes", "2"))
     parent = psutil.Process(server.pid)
-    assert wait_for(lambda: len(parent.children()) == 2, 5.0)
+    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
     victim = parent.children()[0]
     victim.kill()
-    wait_logged(server, f"(pid {victim.pid}) died (killed by SIGKILL); 1 of 2 left")
+    log = wait_logged(server, f"(pid {victim.pid}) died (killed by SIGKILL); replaced by pid ", timeout=30.0)
+    new_pid = int(re.search(rf"\(pid {victim.pid}\) died .*; replaced by pid (\d+)", log).group(1))
+    survivor = next(p.pid for p in parent.children() if p.pid != new_pid)
+    assert wait_for(lambda: {p.pid for p in parent.children()} == {survivor, new_pid}, 30.0)
+    # The replacement listens on the port (its own SO_REUSEPORT listener), and everyone is served.
+    assert wait_for(lambda: _listening_ports(psutil.Process(new_pid)) == [server.port], 30.0)
     for _ in range(10):
         converse(server.address, [b"still served"])
-    assert server.stop(timeout=3.0) == 0
+    assert server.stop(timeout=10.0) == 0
+
+
+def test_prefork_stops_replacing_workers_in_a_crash_loop(start: Start) -> None:
+    """A worker that keeps dying is replaced a few times, then not: no fork bomb."""
+    server = start("prefork", extra_args=("--processes", "2"))
+    parent = psutil.Process(server.pid)
+    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
+    for death in range(MAX_RESTARTS + 1):
+        victim = parent.children()[0]
+        victim.kill()
+        wait_logged(server, f"(pid {victim.pid}) died (killed by SIGKILL);", timeout=30.0)
+        if death < MAX_RESTARTS:
+            assert wait_for(lambda: len(parent.children()) == 2, 30.0)
+    log = server.log_text()
+    assert log.count("; replaced by pid") == MAX_RESTARTS
+    assert "not replaced" in log.splitlines()[-1] and "1 of 2 left" in log.splitlines()[-1], log[-2000:]
+    assert len(parent.children()) == 1
+    converse(server.address, [b"the last worker still serves"])
+    assert server.stop(timeout=10.0) == 0
 
 
 def _run_server(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -327,12 +377,18 @@ def _run_server(args: list[str], env: dict[str, str] | None = None) -> subproces
 
 
 @pytest.mark.parametrize(
-    "args", [["pool", "--workers", "0"], ["prefork", "--processes", "x"], ["asyncio", "--loop", "trio"]]
-)
+    "args",
+    [
+        ["pool", "--workers", "0"], ["prefork", "--processes", "x"], ["asyncio", "--loop", "trio"],
+        ["threaded", "--idle-timeout", "0"], ["selectors", "--idle-timeout", "-1"], ["asyncio", "--idle-timeout", "nan"],
+        ["pool", "--idle-timeout", "inf"], ["threaded", "--delay-ms", "5"],  # test-only: tests/slow_server.py
+    ],
+)  # fmt: skip
 def test_bad_options_are_one_line_errors(args: list[str]) -> None:
     result = _run_server([*args, "--port", "0"])
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "error:" in result.stderr.splitlines()[-1]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("variant", ["asyncio", "prefork"])
