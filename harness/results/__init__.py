@@ -1,0 +1,32 @@
+"""The result model: what a sweep measured, as typed, immutable, versioned files.
+
+- :mod:`harness.results.cells`: one cell (a variant at one concurrency) and the run manifest;
+- :mod:`harness.results.histogram_file`: what one Locust run recorded (``--hdr-file``);
+- :mod:`harness.results.format`: the version, header check and percentile table they share;
+- :mod:`harness.results.store`: the one atomic, durable writer every file goes through.
+
+``reports/`` reads only this package.
+"""
+
+from harness.results.cells import (
+    MANIFEST_NAME,
+    STATUSES,
+    CellResult,
+    GeneratorStats,
+    Latency,
+    RunManifest,
+    ServerStats,
+    TimePoint,
+    load_run,
+    read_json,
+    replace_manifest,
+    write_cell,
+)
+from harness.results.format import PERCENTILES, SCHEMA_VERSION, ResultError
+from harness.results.store import write_bytes, write_json, write_new
+
+__all__ = [
+    "MANIFEST_NAME", "PERCENTILES", "SCHEMA_VERSION", "STATUSES", "CellResult", "GeneratorStats", "Latency",
+    "ResultError", "RunManifest", "ServerStats", "TimePoint", "load_run", "read_json", "replace_manifest",
+    "write_bytes", "write_cell", "write_json", "write_new",
+]  # fmt: skip
