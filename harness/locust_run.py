@@ -4,10 +4,16 @@ The harness never drives Locust from the inside: it runs ``locust -f SCENARIO
 --headless ...`` exactly as a user would, so a scenario file behaves the same
 in a sweep and on its own. The run always ends on time: past its deadline the
 process group is stopped, then killed.
+
+With a window (``window_s``), the plugin inside Locust ends the run itself once
+every user is established, the settle has passed and the window is measured
+(:mod:`harness.user.steady`); ``-t`` is then only the upper bound: the
+establishment deadline + settle + window + ``RUN_TIME_SLACK``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -28,6 +34,9 @@ CONSOLE_INTERVAL_S = 2.0
 GRACE_S = 20.0
 #: Seconds a master waits for its --expect-workers before giving up on the cell.
 WORKER_WAIT_S = 120.0
+#: With a window, Locust's -t is past the planned end by this much (the master's wait for its
+#: workers' final reports, harness.user.steady.FINAL_REPORT_WAIT, included).
+RUN_TIME_SLACK = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +55,29 @@ class LocustJob:
     #: Distributed: run as master and wait for this many workers (on this or other machines).
     expect_workers: int = 0
     master_bind: tuple[str, int] = ("*", 5557)
+    #: The phases (harness.user.steady): 0 window: Locust's -t (run_time_s) ends the run.
+    establish_timeout: float = 30.0
+    settle_s: float = 0.0
+    window_s: float = 0.0
+
+    @property
+    def locust_run_time_s(self) -> float:
+        """Locust's -t: the run time, or with a window the bound past the latest planned end."""
+        if self.window_s > 0:
+            return self.establish_timeout + self.settle_s + self.window_s + RUN_TIME_SLACK
+        return self.run_time_s
 
     @property
     def deadline_s(self) -> float:
         """How long the run may take before the harness stops it."""
-        return self.run_time_s + GRACE_S + (WORKER_WAIT_S if self.expect_workers else 0.0)
+        return self.locust_run_time_s + GRACE_S + (WORKER_WAIT_S if self.expect_workers else 0.0)
 
     def argv(self) -> list[str]:
         argv = [
             sys.executable, "-P", "-m", "locust", "-f", str(self.scenario),
             "--headless", "--host", self.host_url,
             "-u", str(self.users), "-r", f"{self.spawn_rate:g}",
-            "-t", f"{max(1, round(self.run_time_s))}s",
+            "-t", f"{max(1, math.ceil(self.locust_run_time_s))}s",
             "--hdr-file", str(self.hdr_file),
             "--json-file", str(self.json_file.with_suffix("")),
             "--loglevel", "WARNING",
@@ -72,6 +92,9 @@ class LocustJob:
             ]  # fmt: skip
         if self.rate:
             argv += ["--rate", f"{self.rate:g}"]
+        if self.window_s > 0:
+            argv += ["--establish-timeout", f"{self.establish_timeout:g}", "--swarmbench-settle", f"{self.settle_s:g}",
+                     "--swarmbench-window", f"{self.window_s:g}"]  # fmt: skip
         return argv + list(self.extra_args)
 
 
@@ -174,7 +197,8 @@ def spawn_rate(users: int, warmup_s: float) -> float:
 
 def locust_args_ok(extra: Sequence[str]) -> None:
     """Refuse extra Locust arguments that would fight the harness's own."""
-    owned = {"-u", "--users", "-r", "--spawn-rate", "-t", "--run-time", "--host", "-H", "--hdr-file", "--headless", "--processes"}
+    owned = {"-u", "--users", "-r", "--spawn-rate", "-t", "--run-time", "--host", "-H", "--hdr-file", "--headless", "--processes",
+             "--establish-timeout", "--swarmbench-settle", "--swarmbench-window"}
     for arg in extra:
         if arg.split("=", 1)[0] in owned:
             raise ValueError(f"--locust-arg {arg}: the sweep sets this itself")

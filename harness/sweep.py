@@ -18,10 +18,12 @@ from pathlib import Path
 import psutil
 
 from harness import kernel
-from harness.cell import RAW, CellPlan, CellRun, assemble_cell
+from harness.cell import RAW, CellPlan, CellRun, assemble_cell, window_hgrm
 from harness.locust_run import LocustJob, LocustOutcome, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
-from harness.results import CellResult, RunManifest, replace_manifest, write_cell
+from harness.machine import MachineSampler
+from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_bytes, write_cell
+from harness.results.histogram_file import load_histogram_file
 from harness.server_process import RunningServer, ServerStartError, start_server
 from harness.server_sampler import Sample, Sampler
 from harness.target import Target
@@ -47,11 +49,13 @@ class SweepConfig:
     expect_workers: int = 0
     master_bind: tuple[str, int] = ("*", 5557)
     argv: tuple[str, ...] = ()
+    establish_timeout: float = 30.0
 
     def planned(self) -> list[tuple[str, int]]:
         return [(v, u) for v in self.variants for u in self.users]
 
     def cell_seconds(self) -> float:
+        """The planned phases after establishment: the settle (--warmup) and the window."""
         return self.warmup_s + self.duration_s
 
     def cell_plan(self) -> CellPlan:
@@ -169,7 +173,11 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         extra_args=cfg.locust_args,
         expect_workers=cfg.expect_workers,
         master_bind=cfg.master_bind,
+        establish_timeout=cfg.establish_timeout,
+        settle_s=cfg.warmup_s,
+        window_s=cfg.duration_s,
     )
+    machine = MachineSampler().start()
     sampler = Sampler(target.pid, target.port).start() if target.pid is not None and psutil.pid_exists(target.pid) else None
     before = kernel.read_tcp_counters()
     started = time.time()
@@ -182,8 +190,33 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
     measured = CellRun(
         variant=variant, users=users, job=job, outcome=outcome, samples=tuple(samples),
         kernel=kernel.counter_deltas(before, after), died=server_died(target, samples),
+        machine=tuple(machine.stop()),
     )  # fmt: skip
-    return assemble_cell(cfg.cell_plan(), target, measured)
+    cell = assemble_cell(cfg.cell_plan(), target, measured)
+    return replace(cell, files={**cell.files, **write_window_hgrm(cfg.out / RAW, stem, job, cell)})
+
+
+def write_window_hgrm(raw: Path, stem: str, job: LocustJob, cell: CellResult) -> dict[str, str]:
+    """The window's ``.hgrm`` per name (``STEM.NAME.hgrm``); Locust's whole-run ones are renamed
+    ``STEM.whole-run.NAME.hgrm`` so that no file's name says less than what it covers."""
+    if not job.hdr_file.exists():
+        return {}
+    try:
+        data = load_histogram_file(job.hdr_file)
+    except ResultError:
+        return {}
+    files: dict[str, str] = {}
+    for whole in raw.glob(f"{job.hdr_file.stem}.*.hgrm"):
+        name = whole.name[len(job.hdr_file.stem) + 1 : -len(".hgrm")]
+        whole.rename(raw / f"{stem}.whole-run.{name}.hgrm")
+    if cell.window_from is None or not cell.window_s:
+        return files
+    t0 = int(cell.window_from)
+    t1 = t0 + int(cell.window_s)
+    for name, text in window_hgrm(data, t0, t1).items():
+        path = write_bytes(raw / f"{stem}.{name}.hgrm", text)
+        files[f"hgrm_{name}"] = f"{RAW}/{path.name}"
+    return files
 
 
 def server_died(target: Target, samples: list[Sample]) -> bool:
@@ -220,6 +253,7 @@ def config_dict(cfg: SweepConfig) -> dict[str, object]:
         "target": f"{cfg.target[0]}:{cfg.target[1]}" if cfg.target else None,
         "target_pid": cfg.target_pid,
         "expect_workers": cfg.expect_workers,
+        "establish_timeout": cfg.establish_timeout,
         "python": sys.executable,
     }
 

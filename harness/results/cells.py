@@ -74,25 +74,60 @@ def _count(value: Any) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ServerStats:
-    """What the sampler saw of the server over the steady window."""
+    """What the sampler saw of the server over the window; None: not measured (no live sample)."""
 
     pid: int | None = None
-    threads_mean: float = 0.0
-    threads_max: int = 0
-    cpu_percent_mean: float = 0.0
-    cpu_percent_max: float = 0.0
-    rss_bytes_max: int = 0
-    fds_max: int = 0
-    connections_mean: float = 0.0
-    connections_max: int = 0
+    threads_mean: float | None = None
+    threads_max: int | None = None
+    cpu_percent_mean: float | None = None
+    cpu_percent_max: float | None = None
+    rss_bytes_max: int | None = None  # summed over the tree: a forked child's shared pages count again
+    fds_max: int | None = None
+    connections_mean: float | None = None
+    connections_max: int | None = None
     samples: int = 0
     died: bool = False
     exit_code: int | None = None
+    pss_bytes_max: int | None = None  # proportional set size summed over the tree: shared pages count once
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ServerStats:
+    def from_dict(cls, data: Mapping[str, Any], version: int = 2) -> ServerStats:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if version < 2 and not values.get("samples"):
+            # version 1 wrote 0 for figures it never measured
+            values = {k: v for k, v in values.items() if k in ("pid", "samples", "died", "exit_code")}
+        return cls(**values)
+
+    @property
+    def memory_bytes(self) -> tuple[str, int] | None:
+        """("PSS" or "RSS", bytes): PSS where it was read, so prefork's shared pages count once."""
+        if self.pss_bytes_max is not None:
+            return "PSS", self.pss_bytes_max
+        return ("RSS", self.rss_bytes_max) if self.rss_bytes_max is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineStats:
+    """The whole machine's CPU over the window (every process: server, generator, others)."""
+
+    cores: int = 0
+    busy_percent_mean: float | None = None  # mean over cores and seconds, 100 = every core busy
+    idle_percent_min: float | None = None  # the least idle second (mean over cores)
+    per_core_busy_mean: tuple[float, ...] = ()
+    samples: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MachineStats:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"machine must be an object, not {type(data).__name__}")
+        return cls(
+            cores=_count(data.get("cores", 0)),
+            busy_percent_mean=_number(data.get("busy_percent_mean")),
+            idle_percent_min=_number(data.get("idle_percent_min")),
+            per_core_busy_mean=tuple(float(_number(v) or 0.0) for v in data.get("per_core_busy_mean", ())),
+            samples=_count(data.get("samples", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +168,8 @@ class TimePoint:
     t: float  # seconds since the cell's start
     messages_per_s: float = 0.0
     p99_us: float | None = None
+    p50_us: float | None = None
+    machine_busy_percent: float | None = None
     threads: int | None = None
     cpu_percent: float | None = None
     rss_bytes: int | None = None
@@ -143,6 +180,17 @@ class TimePoint:
     def from_dict(cls, data: Mapping[str, Any]) -> TimePoint:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+#: Latency names a version-1 cell had that version 2 folds: v1's `connect` was the window
+#: only and `connect_all` the whole cell; version 2's `connect` is the whole cell.
+def _v1_latency(latency: dict[str, Latency]) -> dict[str, Latency]:
+    latency = dict(latency)
+    whole = latency.pop("connect_all", None)
+    latency.pop("connect", None)
+    if whole is not None:
+        latency["connect"] = whole
+    return latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,21 +205,30 @@ class CellResult:
     ended_at: float
     warmup_s: float
     duration_s: float
-    throughput: float = 0.0  # messages/s over the steady window
+    throughput: float = 0.0  # messages/s over the window: the achieved rate (``rate`` is the asked one)
     messages: int = 0
     rate: float | None = None  # asked-for messages/s (open loop), None for closed loop
     workers: int = 0
     latency: dict[str, Latency] = field(default_factory=dict)
-    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count, steady window
-    failures_total: dict[str, dict[str, int]] = field(default_factory=dict)  # the whole cell, warm-up included
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count, the window
+    failures_total: dict[str, dict[str, int]] = field(default_factory=dict)  # the whole cell, ramp included
     server: ServerStats = field(default_factory=ServerStats)
-    kernel: dict[str, int] = field(default_factory=dict)
+    kernel: dict[str, int | None] = field(default_factory=dict)  # None: the counter could not be read
     generator: GeneratorStats = field(default_factory=GeneratorStats)
     timeline: tuple[TimePoint, ...] = ()
     commands: tuple[tuple[str, ...], ...] = ()
     files: dict[str, str] = field(default_factory=dict)  # role -> file name beside the cell
     error: str | None = None
     run_id: str = ""
+    # version 2 (None in version-1 files)
+    window_s: float | None = None  # the whole seconds the window's figures cover, as measured
+    window_from: float | None = None  # epoch second the window began
+    established_at: float | None = None  # every user had had its first reply
+    users_not_established: int | None = None  # users with no reply yet when the cell stopped
+    spectrum: tuple[tuple[float, float], ...] = ()  # (percentile, message µs) over the window
+    machine: MachineStats | None = None
+    generator_bound: str | None = None  # why the figures describe the generator, with the deciding figure
+    workers_missing_final: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -179,13 +236,19 @@ class CellResult:
 
     @property
     def errors(self) -> int:
-        """Every failure of every request name in the steady window."""
+        """Failures of every request name over the whole cell, ramp and stop included: what ``errors`` means
+        everywhere (checks, tables, findings)."""
+        return sum(sum(by_class.values()) for by_class in self.failures_total.values())
+
+    @property
+    def errors_in_window(self) -> int:
+        """Failures of every request name in the measured window only."""
         return sum(sum(by_class.values()) for by_class in self.failures.values())
 
     @property
     def total_errors(self) -> int:
-        """Every failure of the whole cell, warm-up included (what ``errors==0`` means)."""
-        return sum(sum(by_class.values()) for by_class in self.failures_total.values())
+        """The same as :attr:`errors` (the older name)."""
+        return self.errors
 
     @property
     def file_stem(self) -> str:
@@ -197,8 +260,10 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
-        check_header(data, CELL_KIND)
+        version = check_header(data, CELL_KIND)
         try:
+            latency = {k: Latency.from_dict(v) for k, v in data.get("latency", {}).items()}
+            machine = data.get("machine")
             return cls(
                 variant=str(data["variant"]),
                 users=int(data["users"]),
@@ -212,17 +277,26 @@ class CellResult:
                 messages=int(data.get("messages", 0)),
                 rate=data.get("rate"),
                 workers=int(data.get("workers", 0)),
-                latency={k: Latency.from_dict(v) for k, v in data.get("latency", {}).items()},
+                latency=_v1_latency(latency) if version < 2 else latency,
                 failures={k: dict(v) for k, v in data.get("failures", {}).items()},
                 failures_total={k: dict(v) for k, v in data.get("failures_total", {}).items()},
-                server=ServerStats.from_dict(data.get("server", {})),
-                kernel=dict(data.get("kernel", {})),
+                server=ServerStats.from_dict(data.get("server", {}), version),
+                kernel={str(k): (None if v is None else _count(v)) for k, v in data.get("kernel", {}).items()},
                 generator=GeneratorStats.from_dict(data.get("generator", {})),
                 timeline=tuple(TimePoint.from_dict(p) for p in data.get("timeline", ())),
                 commands=tuple(tuple(c) for c in data.get("commands", ())),
                 files=dict(data.get("files", {})),
                 error=data.get("error"),
                 run_id=str(data.get("run_id", "")),
+                window_s=_number(data.get("window_s")),
+                window_from=_number(data.get("window_from")),
+                established_at=_number(data.get("established_at")),
+                users_not_established=None if data.get("users_not_established") is None
+                else _count(data["users_not_established"]),
+                spectrum=tuple((float(p), float(v)) for p, v in data.get("spectrum", ())),
+                machine=MachineStats.from_dict(machine) if machine is not None else None,
+                generator_bound=data.get("generator_bound"),
+                workers_missing_final=tuple(str(w) for w in data.get("workers_missing_final", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultError(f"malformed cell result: {exc.__class__.__name__}: {exc}") from None
