@@ -191,3 +191,38 @@ def test_two_workers_lose_no_unanswered_user(start: Any, tmp_path: Path) -> None
     assert unanswered(double) == 500 - 32, double.output[-2000:]
     assert double.hdr is not None and double.hdr.workers_missing_final == ()
     assert double.hdr.users_not_established == single.hdr.users_not_established == 500 - 32
+
+
+def test_a_check_on_missing_data_fails_with_a_line_saying_so() -> None:
+    """No server sample and an unreadable kernel counter: the checks break, they never pass on nothing."""
+    from harness.checks import cell_metrics, evaluate, parse_check
+    from harness.results import CellResult, Latency, ServerStats
+
+    cell = CellResult(
+        variant="target", users=10, scenario="chat", status="ok", started_at=0.0, ended_at=10.0, warmup_s=1.0,
+        duration_s=5.0, latency={"message": Latency(count=10, p99_us=900.0)}, server=ServerStats(samples=0),
+        kernel={"ListenOverflows": None},
+    )  # fmt: skip
+    rows = [("target u=10", cell_metrics(cell))]
+    broken = evaluate([parse_check("server.threads_max<=50"), parse_check("kernel.ListenOverflows==0")], rows)
+    assert len(broken) == 2 and all("was not measured (no data)" in line for line in broken), broken
+
+
+def test_achieved_below_asked_misses_the_slo_with_that_reason() -> None:
+    from harness.results import CellResult, Latency
+    from reports.findings import find, miss_reason
+
+    def cell(throughput: float, never: int = 0) -> CellResult:
+        return CellResult(
+            variant="selectors", users=500, scenario="chat", status="ok", started_at=0.0, ended_at=10.0,
+            warmup_s=2.0, duration_s=5.0, throughput=throughput, rate=10000.0, window_s=5.0,
+            latency={"message": Latency(count=int(throughput * 5), p50_us=300.0, p99_us=2000.0)},
+            users_not_established=never,
+        )  # fmt: skip
+
+    assert miss_reason(cell(9700.0), 10.0) is None
+    reason = miss_reason(cell(8000.0), 10.0)
+    assert reason is not None and "achieved 8,000 of the 10,000 messages/s asked (80%" in reason
+    never = miss_reason(cell(9900.0, never=40), 10.0)
+    assert never is not None and "40 of 500 users never had a reply" in never
+    assert any(f.kind == "established" and f.value == 40 for f in find(None, [cell(9900.0, never=40)]))
