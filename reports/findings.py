@@ -319,8 +319,8 @@ def generator_finding(cells: Sequence[CellResult]) -> Finding | None:
     bound = [c for c in cells if generator_limited(c)]
     if not bound:
         return None
-    names = ", ".join(f"{c.variant} at {users_word(c.users)} ({generator_note(c)}" + loop_lag_words(c) + ")"
-                      for c in bound)
+    names = ", ".join(f"{c.variant} at {users_word(c.users)} ({generator_note(c)}"
+                      + ("" if "loop lag" in generator_note(c) else loop_lag_words(c)) + ")" for c in bound)
     return Finding("generator", "warn", f"Generator-bound, so these cells say nothing about the server: {names}. "
                    "Their latency and throughput measure the load generator; rerun them with more "
                    "--workers or a lower --rate.")

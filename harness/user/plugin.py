@@ -32,6 +32,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.host import raise_nofile_limit
+from harness.machine import SATURATED_PERCENT  # the generator-health thresholds live together
 from harness.results.cells import GeneratorStats
 from harness.results.histogram_file import LoadSettings
 from harness.target import parse_host
@@ -45,8 +46,6 @@ from harness.user.watchdog import Watchdog
 
 LOG = logging.getLogger("swarmbench")
 
-#: A process above this share of one core is saturated: its figures describe the generator.
-SATURATED_PERCENT = 90.0
 #: Between two steps of the once-a-second flush: long enough to be a timer (the loop polls sockets).
 FLUSH_PAUSE = 0.0001
 #: A worker flushes its open second this often (in steps), so a report's own flush is small.
