@@ -23,7 +23,6 @@ import resource
 import sys
 import time
 from dataclasses import replace
-from time import perf_counter_ns
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from harness.user.generator_health import CpuMonitor, LoopLagProbe
 from harness.user.options import DEFAULT_HOST, add_arguments, scenario_options
 from harness.user.recorder import Recorder, WorkerRecorder
 from harness.user.source_addresses import SourcePool, auto_count
-from harness.user.steady import ESTABLISHED_MESSAGE, STOP_AT_MESSAGE, Steady, phase_options
+from harness.user.steady import ESTABLISHED_MESSAGE, STOP_AT_MESSAGE, Steady, phase_options, record_unanswered
 from harness.user.steady import add_arguments as add_phase_arguments
 from harness.user.watchdog import Watchdog
 
@@ -139,22 +138,8 @@ class Run:
         if self.stopping_at is None:
             self.stopping_at = self.cpu.steady_until = time.time()
             self.steady.snapshot()
-            self.record_unanswered()
-
-    def record_unanswered(self) -> None:
-        """Users waiting longer than ``STALLED_S`` for a reply as the run begins to stop, with their wait.
-
-        Taken here, before Locust stops the users: stopping them frees a server's busy
-        threads, which then answer some of those still queued, so a count taken in each
-        user's ``on_stop`` would depend on the order users were stopped in.
-        """
-        self.unanswered_recorded = True
-        now, stalled = perf_counter_ns(), int(STALLED_S * 1e9)
-        record = self.recorder.buffer("unanswered").append
-        for client in list(self.watchdog.clients):
-            busy = getattr(client, "busy", 0)
-            if busy and now - busy > stalled:
-                record((now - busy) // 1000)
+            record_unanswered(self.watchdog.clients, self.recorder.buffer("unanswered").append, STALLED_S)
+            self.unanswered_recorded = True
 
     def stop(self) -> None:
         if self.stopped:

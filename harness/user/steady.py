@@ -38,6 +38,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -216,3 +218,17 @@ class Steady:
         for greenlet in (self.greenlet, self._count_sender):
             if greenlet is not None and greenlet is not gevent.getcurrent():
                 greenlet.kill(block=False)
+
+
+def record_unanswered(clients: Iterable[Any], record: Callable[[int], Any], stalled_s: float) -> None:
+    """Each user waiting longer than ``stalled_s`` for a reply as the run begins to stop, with its wait (µs).
+
+    Taken as stopping begins, before Locust stops the users: stopping them frees a
+    server's busy threads, which then answer some of those still queued, so a count
+    taken in each user's ``on_stop`` would depend on the order users were stopped in.
+    """
+    now, stalled = perf_counter_ns(), int(stalled_s * 1e9)
+    for client in list(clients):
+        busy = getattr(client, "busy", 0)
+        if busy and now - busy > stalled:
+            record((now - busy) // 1000)
