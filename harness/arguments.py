@@ -118,7 +118,7 @@ LOCUST_OWNED = _OwnedOptions([
     ("--headless",), ("--autostart",), ("--config",), ("--hdr-file",), ("--json-file",), ("--json",),
     ("--processes",), ("--master",), ("--master-bind-host",), ("--master-bind-port",), ("--master-host",),
     ("--master-port",), ("--worker",), ("--expect-workers",), ("--expect-workers-max-wait",), ("--rate",),
-    ("--swarmbench-last-cell",),
+    ("--swarmbench-last-cell",), ("--establish-timeout",), ("--swarmbench-settle",), ("--swarmbench-window",),
 ])  # fmt: skip
 #: Locust options swarmbench takes itself (checked, probed, forwarded): never through --locust-arg.
 FORWARDED = _OwnedOptions([

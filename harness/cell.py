@@ -11,7 +11,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from hdrh.histogram import HdrHistogram
+
 from harness.locust_run import LocustJob, LocustOutcome
+from harness.machine import MachineSample, generator_bound, summarize_machine
 from harness.results import CellResult, GeneratorStats, Latency, ResultError, ServerStats, TimePoint
 from harness.results.histogram_file import Failures, HistogramFile, load_histogram_file, summarize
 from harness.server_sampler import Sample, summarize as summarize_samples
@@ -19,6 +22,11 @@ from harness.target import Target
 
 #: Beside the cell results: Locust's logs and files, histograms, .hgrm, server logs.
 RAW = "raw"
+#: Percentiles of the spectrum each cell carries (wrk2 and HdrHistogram plot latency by percentile).
+SPECTRUM = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0)
+#: Names whose figures cover the whole cell, not the window: every connect (the ramp is where
+#: connects happen), connects still pending at the stop, users left unanswered at the stop.
+WHOLE_CELL = ("connect", "connect_pending", "unanswered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +54,11 @@ class CellRun:
     job: LocustJob
     outcome: LocustOutcome
     samples: tuple[Sample, ...]
-    kernel: dict[str, int]
+    kernel: dict[str, int | None]
     died: bool
     #: Size of the server's log when the cell started: its lines from here on are the cell's.
     log_offset: int = 0
+    machine: tuple[MachineSample, ...] = ()
 
 
 def load_hdr(job: LocustJob, outcome: LocustOutcome) -> tuple[HistogramFile | None, str | None]:
@@ -79,15 +88,53 @@ def steady_window(data: HistogramFile | None, start: float, plan: CellPlan) -> t
     return math.ceil(begin), math.floor(end)
 
 
+def measured_window(data: HistogramFile | None, start: float, plan: CellPlan) -> tuple[int, int]:
+    """The whole seconds measured: from the end of the settle after establishment (``measure_from``)
+    for ``duration`` seconds, cut at the stop; files without phases fall back to the warm-up rule."""
+    if data is None or data.measure_from is None:
+        return steady_window(data, start, plan)
+    t0 = math.ceil(data.measure_from)
+    end = min(data.stopping_at if data.stopping_at is not None else math.inf, data.ended_at)
+    return t0, min(t0 + math.ceil(plan.duration_s), math.floor(end))
+
+
 def window_latency(data: HistogramFile, t0: int, t1: int) -> dict[str, Latency]:
-    """Each name's figures over the steady window, plus whole-run ``connect_all`` and ``unanswered``."""
-    latency = {name: Latency.from_dict(summarize(hist)) for name, hist in data.window(t0, t1).items()}
+    """Each name's figures over the window, but ``WHOLE_CELL`` names over the whole cell."""
+    window = data.window(t0, t1)
     whole = data.window()
-    if "connect" in whole:  # ramp-up connect storms fall in the warm-up: keep them too
-        latency["connect_all"] = Latency.from_dict(summarize(whole["connect"]))
-    if "unanswered" in whole:  # recorded as the run stops, after the steady window
-        latency["unanswered"] = Latency.from_dict(summarize(whole["unanswered"]))
+    latency = {name: Latency.from_dict(summarize(hist)) for name, hist in window.items() if name not in WHOLE_CELL}
+    for name in WHOLE_CELL:
+        if name in whole:
+            latency[name] = Latency.from_dict(summarize(whole[name]))
     return latency
+
+
+def spectrum(hist: HdrHistogram | None) -> tuple[tuple[float, float], ...]:
+    """(percentile, µs) at ``SPECTRUM``: the latency-by-percentile curve of the window."""
+    if hist is None or not hist.get_total_count():
+        return ()
+    values = hist.get_percentile_to_value_dict(list(SPECTRUM))
+    return tuple((p, float(values[p])) for p in SPECTRUM)
+
+
+def window_hgrm(data: HistogramFile, t0: int, t1: int) -> dict[str, bytes]:
+    """HdrHistogram's percentile text (values in ms) of each name over the window, for ``.hgrm`` files."""
+    out: dict[str, bytes] = {}
+    for name, hist in data.window(t0, t1).items():
+        sink = _Sink()
+        hist.output_percentile_distribution(sink, 1000)
+        out[name] = b"".join(sink.parts)
+    return out
+
+
+class _Sink:
+    """A bytes file for hdrh's ``output_percentile_distribution`` (it writes str or bytes)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, text: str | bytes) -> None:
+        self.parts.append(text.encode() if isinstance(text, str) else text)
 
 
 def cell_status(outcome: LocustOutcome, died: bool, error: str | None) -> str:
@@ -102,18 +149,24 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
     """Join Locust's histograms, the server samples and the kernel counters of one cell."""
     data, error = load_hdr(run.job, run.outcome)
     start = data.started_at if data is not None else run.outcome.started_at
-    t0, t1 = steady_window(data, start, plan)
+    t0, t1 = measured_window(data, start, plan)
     if t1 <= t0 and error is None and not run.outcome.interrupted:
-        error = "no steady window: Locust stopped before the warm-up ended (all users spawned late?)"
+        error = "no window: Locust stopped before the window began (users established late?)"
     latency: dict[str, Latency] = {}
     failures: Failures = {}
     timeline: tuple[TimePoint, ...] = ()
+    curve: tuple[tuple[float, float], ...] = ()
     if data is not None:
         latency = window_latency(data, t0, t1)
         failures = data.window_failures(t0, t1)
-        timeline = build_timeline(data, run.samples, start)
+        timeline = build_timeline(data, run.samples, start, run.machine)
+        curve = spectrum(data.window(t0, t1).get("message")) if t1 > t0 else ()
+    window_s = float(t1 - t0) if t1 > t0 else 0.0
     messages = latency["message"].count if "message" in latency else 0
     stats = summarize_samples(list(run.samples), t0, t1) if run.samples else {}
+    machine = summarize_machine(run.machine, t0, t1) if t1 > t0 else None
+    generator = data.generator if data is not None else GeneratorStats()
+    bound = generator_bound(machine, latency.get("loop_lag"), latency.get("message"), generator.cpu_percent_max)
     server = target.server
     exit_code = server.process.returncode if server is not None and run.died else None
     job = run.job
@@ -126,7 +179,7 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
         ended_at=run.outcome.ended_at,
         warmup_s=plan.warmup_s,
         duration_s=plan.duration_s,
-        throughput=messages / (t1 - t0) if t1 > t0 else 0.0,
+        throughput=messages / window_s if window_s else 0.0,
         messages=messages,
         rate=plan.rate,
         workers=plan.workers,
@@ -135,7 +188,7 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
         failures_total=dict(data.failures) if data is not None else {},
         server=ServerStats.from_dict({**stats, "pid": target.pid, "died": run.died, "exit_code": exit_code}),
         kernel=run.kernel,
-        generator=data.generator if data is not None else GeneratorStats(),
+        generator=generator,
         timeline=timeline,
         commands=tuple(c for c in (tuple(server.argv) if server else (), run.outcome.argv) if c),
         files={
@@ -147,11 +200,22 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
         error=error,
         run_id=plan.run_id,
         notes=server_log_notes(server.log_path, run.log_offset) if server is not None else (),
+        window_s=window_s if data is not None else None,
+        window_from=float(t0) if t1 > t0 else None,
+        established_at=data.established_at if data is not None else None,
+        users_not_established=data.users_not_established if data is not None else None,
+        spectrum=curve,
+        machine=machine,
+        generator_bound=bound,
+        workers_missing_final=data.workers_missing_final if data is not None else (),
     )
 
 
-def build_timeline(data: HistogramFile, samples: tuple[Sample, ...], start: float) -> tuple[TimePoint, ...]:
-    """One point a second: messages/s and p99 from Locust, threads/CPU/RSS from the sampler."""
+def build_timeline(
+    data: HistogramFile, samples: tuple[Sample, ...], start: float, machine: tuple[MachineSample, ...] = ()
+) -> tuple[TimePoint, ...]:
+    """One point a second: messages/s, p50, p99 from Locust, threads/CPU/RSS/connections from the
+    sampler, the machine's CPU from the machine sampler."""
     points = []
     for t in sorted({iv.t for iv in data.intervals}):
         message = data.window(t, t + 1).get("message")
@@ -159,11 +223,14 @@ def build_timeline(data: HistogramFile, samples: tuple[Sample, ...], start: floa
         in_second = [s for s in samples if t <= s.t < t + 1 and s.alive]
         last = in_second[-1] if in_second else None
         counted = message is not None and message.get_total_count() > 0
+        busy = [sum(m.busy) / len(m.busy) for m in machine if t < m.t <= t + 1 and m.busy]
         points.append(
             TimePoint(
                 t=round(t - start, 3),
                 messages_per_s=float(message.get_total_count()) if message is not None else 0.0,
                 p99_us=float(message.get_value_at_percentile(99)) if counted else None,
+                p50_us=float(message.get_value_at_percentile(50)) if counted else None,
+                machine_busy_percent=round(busy[0], 1) if busy else None,
                 threads=max(s.threads for s in in_second) if in_second else None,
                 cpu_percent=sum(s.cpu_percent for s in in_second) / len(in_second) if in_second else None,
                 rss_bytes=last.rss_bytes if last else None,

@@ -3,7 +3,13 @@
 An expression is ``METRIC OP VALUE[UNIT]``: ``message.p99<5ms``,
 ``errors==0``, ``throughput>=10000``, ``server.threads_max<=50``. Latency
 metrics are in microseconds; ``us``, ``ms`` and ``s`` units convert. Every
-cell must satisfy every check; each broken one gives one line.
+cell must satisfy every check; each broken one gives one line, and a figure
+that was not measured (no server sample, an unreadable kernel counter) breaks
+the check with a line saying so: missing data never passes.
+
+``errors`` is every failure of every request name over the whole cell (ramp,
+window and stop), as in the report's tables and findings; ``errors_in_window``
+counts the measured window only.
 """
 
 from __future__ import annotations
@@ -75,8 +81,12 @@ def cell_metrics(cell: CellResult) -> dict[str, float | None]:
     metrics: dict[str, float | None] = {
         "throughput": cell.throughput,
         "messages": float(cell.messages),
-        "errors": float(cell.total_errors),
+        "errors": float(cell.errors),
+        "errors_in_window": float(cell.errors_in_window),
         "users": float(cell.users),
+        "window_s": cell.window_s,
+        "users_not_established": None if cell.users_not_established is None else float(cell.users_not_established),
+        "rate": cell.rate,
         "generator.cpu_percent_max": cell.generator.cpu_percent_max,
         "generator.saturated": float(cell.generator.saturated),
     }
@@ -85,10 +95,12 @@ def cell_metrics(cell: CellResult) -> dict[str, float | None]:
             value = getattr(lat, key)
             metrics[f"{name}.{short}"] = None if value is None else float(value)
         metrics[f"{name}.count"] = float(lat.count)
-    for key in ("threads_mean", "threads_max", "cpu_percent_mean", "cpu_percent_max", "rss_bytes_max", "fds_max", "connections_max"):
-        metrics[f"server.{key}"] = float(getattr(cell.server, key))
+    for key in ("threads_mean", "threads_max", "cpu_percent_mean", "cpu_percent_max", "rss_bytes_max", "pss_bytes_max",
+                "fds_max", "connections_max"):
+        value = getattr(cell.server, key)
+        metrics[f"server.{key}"] = None if value is None else float(value)
     for key, value in cell.kernel.items():
-        metrics[f"kernel.{key}"] = float(value)
+        metrics[f"kernel.{key}"] = None if value is None else float(value)
     return metrics
 
 

@@ -58,14 +58,17 @@ def parse_counter_table(text: str, prefix: str) -> dict[str, int]:
     return counters
 
 
-def read_tcp_counters(names: Iterable[str] = WATCHED) -> dict[str, int]:
+def read_tcp_counters(
+    names: Iterable[str] = WATCHED, sources: Iterable[tuple[str, str]] = _SOURCES
+) -> dict[str, int]:
     """The current value of each watched counter (machine-wide; missing ones omitted).
 
-    Returns ``{}`` where ``/proc/net`` cannot be read (not Linux, or hidden).
+    Returns ``{}`` where ``/proc/net`` cannot be read (not Linux, or hidden);
+    :func:`counter_deltas` then makes each of them None, not 0.
     """
     wanted = set(names)
     found: dict[str, int] = {}
-    for path, prefix in _SOURCES:
+    for path, prefix in sources:
         try:
             text = Path(path).read_text()
         except OSError:
@@ -76,15 +79,20 @@ def read_tcp_counters(names: Iterable[str] = WATCHED) -> dict[str, int]:
     return {name: found[name] for name in WATCHED if name in found} | found
 
 
-def counter_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """``after - before`` for each counter in both (machine-wide, like the counters).
+def counter_deltas(
+    before: dict[str, int], after: dict[str, int], names: Iterable[str] = WATCHED
+) -> dict[str, int | None]:
+    """``after - before`` for each counter (machine-wide, like the counters).
 
-    A counter that went down has wrapped (32-bit ones on old kernels): the
+    A watched counter missing from either reading (``/proc/net`` unreadable, or
+    a kernel without it) is None: not measured, which is not "the kernel counted
+    none". A counter that went down has wrapped (32-bit ones on old kernels): the
     delta is taken modulo 2**32, or 2**64 where the old value needed more bits.
     """
-    deltas: dict[str, int] = {}
+    deltas: dict[str, int | None] = {name: None for name in names if name not in before or name not in after}
     for name, old in before.items():
         if name not in after:
+            deltas[name] = None
             continue
         delta = after[name] - old
         if delta < 0:

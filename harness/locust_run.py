@@ -4,10 +4,16 @@ The harness never drives Locust from the inside: it runs ``locust -f SCENARIO
 --headless ...`` exactly as a user would, so a scenario file behaves the same
 in a sweep and on its own. The run always ends on time: past its deadline the
 process group is stopped, then killed.
+
+With a window (``window_s``), the plugin inside Locust ends the run itself once
+every user is established, the settle has passed and the window is measured
+(:mod:`harness.user.steady`); ``-t`` is then only the upper bound: the
+establishment deadline + settle + window + ``RUN_TIME_SLACK``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -34,6 +40,9 @@ SWEEP_LINK = Path(__file__).resolve().parent / "user" / "sweep_link.py"
 #: Locust's line when a master gives up waiting, and sweep_link's line for each worker that joined.
 GAVE_UP = "Gave up waiting for workers to connect"
 JOINED_RE = re.compile(r"swarmbench: worker joined \((\d+) of (\d+)\)")
+#: With a window, Locust's -t is past the planned end by this much (the master's wait for its
+#: workers' final reports, harness.user.steady.FINAL_REPORT_WAIT, included).
+RUN_TIME_SLACK = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +65,22 @@ class LocustJob:
     worker_wait_s: float = WORKER_WAIT_S
     #: Distributed: the sweep's last cell, whose master tells the workers the sweep ends.
     last_cell: bool = False
+    #: The phases (harness.user.steady): 0 window: Locust's -t (run_time_s) ends the run.
+    establish_timeout: float = 30.0
+    settle_s: float = 0.0
+    window_s: float = 0.0
+
+    @property
+    def locust_run_time_s(self) -> float:
+        """Locust's -t: the run time, or with a window the bound past the latest planned end."""
+        if self.window_s > 0:
+            return self.establish_timeout + self.settle_s + self.window_s + RUN_TIME_SLACK
+        return self.run_time_s
 
     @property
     def deadline_s(self) -> float:
         """How long the run may take before the harness stops it."""
-        return self.run_time_s + GRACE_S + (self.worker_wait_s if self.expect_workers else 0.0)
+        return self.locust_run_time_s + GRACE_S + (self.worker_wait_s if self.expect_workers else 0.0)
 
     def argv(self) -> list[str]:
         files = f"{self.scenario},{SWEEP_LINK}" if self.expect_workers else str(self.scenario)
@@ -68,7 +88,7 @@ class LocustJob:
             sys.executable, "-P", "-m", "locust", "-f", files,
             "--headless", "--host", self.host_url,
             "-u", str(self.users), "-r", f"{self.spawn_rate:g}",
-            "-t", f"{max(1, round(self.run_time_s))}s",
+            "-t", f"{max(1, math.ceil(self.locust_run_time_s))}s",
             "--hdr-file", str(self.hdr_file),
             "--json-file", str(self.json_file.with_suffix("")),
             "--loglevel", "WARNING",
@@ -87,6 +107,9 @@ class LocustJob:
                 argv.append("--swarmbench-last-cell")
         if self.rate:
             argv += ["--rate", f"{self.rate:g}"]
+        if self.window_s > 0:
+            argv += ["--establish-timeout", f"{self.establish_timeout:g}", "--swarmbench-settle", f"{self.settle_s:g}",
+                     "--swarmbench-window", f"{self.window_s:g}"]  # fmt: skip
         return argv + list(self.extra_args)
 
 

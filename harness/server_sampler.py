@@ -41,10 +41,20 @@ class Sample:
     rss_bytes: int
     fds: int  # open file descriptors; -1 where the process may not be inspected (another user's)
     connections: int  # ESTABLISHED on the port (0 when port is None)
+    #: Proportional set size over the tree (a page shared by N processes counts 1/N in each), so
+    #: prefork's copy-on-write pages count once; None where it may not be read.
+    pss_bytes: int | None = None
 
 
 def _dead(t: float) -> Sample:
     return Sample(t=t, alive=False, threads=0, cpu_percent=0.0, rss_bytes=0, fds=0, connections=0)
+
+
+def _pss(proc: psutil.Process) -> int | None:
+    try:
+        return int(proc.memory_full_info().pss)
+    except (psutil.AccessDenied, AttributeError, OSError):
+        return None
 
 
 class Sampler:
@@ -131,6 +141,7 @@ class Sampler:
             self._rescan()
             self._next_scan = now_ns + int(TREE_RESCAN * 1e9)
         threads = rss = fds = 0
+        pss: int | None = 0
         cpu_seconds = 0.0
         cpu_now: dict[int, float] = {}
         for pid, proc in list(self._procs.items()):
@@ -141,6 +152,7 @@ class Sampler:
                     times = proc.cpu_times()
                     proc_threads = proc.num_threads()
                     proc_rss = proc.memory_info().rss
+                    proc_pss = _pss(proc)
                     try:
                         proc_fds = proc.num_fds()
                     except psutil.AccessDenied:
@@ -159,6 +171,7 @@ class Sampler:
             cpu_seconds += total - previous
             threads += proc_threads
             rss += proc_rss
+            pss = None if pss is None or proc_pss is None else pss + proc_pss
             fds = -1 if proc_fds < 0 or fds < 0 else fds + proc_fds
         connections = self.counter.count() if self.counter is not None else 0
         elapsed = (now_ns - self._last_ns) / 1e9 if self._last_ns else 0.0
@@ -166,7 +179,7 @@ class Sampler:
         self._cpu = cpu_now
         self._last_ns = now_ns
         self._last_wall = wall
-        return Sample(wall, True, threads, cpu_percent, rss, fds, connections)
+        return Sample(wall, True, threads, cpu_percent, rss, fds, connections, pss)
 
     # -- internals ---------------------------------------------------------------
     def _rescan(self) -> None:
@@ -207,24 +220,27 @@ class Sampler:
 
 def summarize(
     samples: Sequence[Sample], t0: float | None = None, t1: float | None = None
-) -> dict[str, float | int | bool]:
+) -> dict[str, float | int | bool | None]:
     """Means and maxima over the samples with ``t0 <= t <= t1``.
 
     Means and maxima are over live samples only (a dead one reads all zeros);
+    with no live sample every figure is None (not measured), never 0.
     ``died`` says whether any sample in the window found the server gone.
     """
     window = [s for s in samples if (t0 is None or s.t >= t0) and (t1 is None or s.t <= t1)]
     live = [s for s in window if s.alive]
     n = len(live)
+    pss = [s.pss_bytes for s in live if s.pss_bytes is not None]
     return {
-        "threads_mean": sum(s.threads for s in live) / n if n else 0.0,
-        "threads_max": max((s.threads for s in live), default=0),
-        "cpu_percent_mean": sum(s.cpu_percent for s in live) / n if n else 0.0,
-        "cpu_percent_max": max((s.cpu_percent for s in live), default=0.0),
-        "rss_bytes_max": max((s.rss_bytes for s in live), default=0),
-        "fds_max": max((s.fds for s in live), default=0),
-        "connections_mean": sum(s.connections for s in live) / n if n else 0.0,
-        "connections_max": max((s.connections for s in live), default=0),
+        "threads_mean": sum(s.threads for s in live) / n if n else None,
+        "threads_max": max((s.threads for s in live), default=None),
+        "cpu_percent_mean": sum(s.cpu_percent for s in live) / n if n else None,
+        "cpu_percent_max": max((s.cpu_percent for s in live), default=None),
+        "rss_bytes_max": max((s.rss_bytes for s in live), default=None),
+        "pss_bytes_max": max(pss) if pss and len(pss) == n else None,
+        "fds_max": max((s.fds for s in live), default=None),
+        "connections_mean": sum(s.connections for s in live) / n if n else None,
+        "connections_max": max((s.connections for s in live), default=None),
         "samples": len(window),
         "died": any(not s.alive for s in window),
     }

@@ -18,10 +18,12 @@ from pathlib import Path
 import psutil
 
 from harness import kernel
-from harness.cell import RAW, CellPlan, CellRun, assemble_cell, log_size
+from harness.cell import RAW, CellPlan, CellRun, assemble_cell, log_size, window_hgrm
 from harness.locust_run import WORKER_WAIT_S, LocustJob, LocustOutcome, free_local_port, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
-from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_cell
+from harness.machine import MachineSampler
+from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_bytes, write_cell
+from harness.results.histogram_file import load_histogram_file
 from harness.server_process import RunningServer, ServerStartError, start_server
 from harness.server_sampler import Sample, Sampler
 from harness.target import Target
@@ -51,11 +53,13 @@ class SweepConfig:
     worker_wait_s: float = WORKER_WAIT_S
     #: ``--stop-on-failure``: a failed cell ends the sweep (its manifest outcome: "failed").
     stop_on_failure: bool = False
+    establish_timeout: float = 30.0
 
     def planned(self) -> list[tuple[str, int]]:
         return [(v, u) for v in self.variants for u in self.users]
 
     def cell_seconds(self) -> float:
+        """The planned phases after establishment: the settle (--warmup) and the window."""
         return self.warmup_s + self.duration_s
 
     def cell_plan(self) -> CellPlan:
@@ -197,8 +201,12 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         master_bind=cfg.master_bind if cfg.expect_workers or not cfg.workers else ("127.0.0.1", free_local_port()),
         worker_wait_s=cfg.worker_wait_s,
         last_cell=(variant, users) == cfg.planned()[-1],
+        establish_timeout=cfg.establish_timeout,
+        settle_s=cfg.warmup_s,
+        window_s=cfg.duration_s,
     )
     log_offset = log_size(target.server.log_path if target.server is not None else None)
+    machine = MachineSampler().start()
     sampler = Sampler(target.pid, target.port).start() if target.pid is not None and psutil.pid_exists(target.pid) else None
     before = kernel.read_tcp_counters()
     started = time.time()
@@ -211,8 +219,33 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
     measured = CellRun(
         variant=variant, users=users, job=job, outcome=outcome, samples=tuple(samples),
         kernel=kernel.counter_deltas(before, after), died=server_died(target, samples), log_offset=log_offset,
+        machine=tuple(machine.stop()),
     )  # fmt: skip
-    return assemble_cell(cfg.cell_plan(), target, measured)
+    cell = assemble_cell(cfg.cell_plan(), target, measured)
+    return replace(cell, files={**cell.files, **write_window_hgrm(cfg.out / RAW, stem, job, cell)})
+
+
+def write_window_hgrm(raw: Path, stem: str, job: LocustJob, cell: CellResult) -> dict[str, str]:
+    """The window's ``.hgrm`` per name (``STEM.NAME.hgrm``); Locust's whole-run ones are renamed
+    ``STEM.whole-run.NAME.hgrm`` so that no file's name says less than what it covers."""
+    if not job.hdr_file.exists():
+        return {}
+    try:
+        data = load_histogram_file(job.hdr_file)
+    except ResultError:
+        return {}
+    files: dict[str, str] = {}
+    for whole in raw.glob(f"{job.hdr_file.stem}.*.hgrm"):
+        name = whole.name[len(job.hdr_file.stem) + 1 : -len(".hgrm")]
+        whole.rename(raw / f"{stem}.whole-run.{name}.hgrm")
+    if cell.window_from is None or not cell.window_s:
+        return files
+    t0 = int(cell.window_from)
+    t1 = t0 + int(cell.window_s)
+    for name, text in window_hgrm(data, t0, t1).items():
+        path = write_bytes(raw / f"{stem}.{name}.hgrm", text)
+        files[f"hgrm_{name}"] = f"{RAW}/{path.name}"
+    return files
 
 
 def server_died(target: Target, samples: list[Sample]) -> bool:
@@ -251,6 +284,7 @@ def config_dict(cfg: SweepConfig) -> dict[str, object]:
         "expect_workers": cfg.expect_workers,
         "worker_wait_s": cfg.worker_wait_s,
         "stop_on_failure": cfg.stop_on_failure,
+        "establish_timeout": cfg.establish_timeout,
         "python": sys.executable,
     }
 

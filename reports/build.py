@@ -57,9 +57,14 @@ def summary_section(manifest: RunManifest | None, cells: Sequence[CellResult],
     return table_section(
         "summary", "Summary", SUMMARY_HEADERS, rows,
         intro="One row per cell (variant × concurrency), message latency in milliseconds with microsecond "
-              "precision over the steady window after warm-up.",
-        legend="Amber rows ⚠: the load generator was saturated, so the figures describe the generator, not the "
-               "server. Red rows: the server died or the cell failed. Grey rows: planned but missing.",
+              "precision over the window each row states (Window s: the whole seconds measured, after every user "
+              "had connected and had its first reply, plus the settle). Ops/sec is the achieved rate, Asked/sec "
+              "the open loop's. Errors: every failure of the whole cell, ramp and stop included. Connect "
+              "covers every connect of the cell. Mem: the server's peak PSS (shared pages counted once) "
+              "where it could be read, else RSS.",
+        legend="Amber rows ⚠: the load generator was saturated or starved (the note names the figure), so the "
+               "figures describe the generator, not the server. Red rows: the server died or the cell failed. "
+               "Grey rows: planned but missing. '-': not measured.",
         numeric=range(1, len(SUMMARY_HEADERS) - 1),
     )
 
@@ -71,18 +76,43 @@ def details_section(manifest: RunManifest | None, cells: Sequence[CellResult]) -
     for c in sorted(cells, key=lambda c: (order[c.variant], c.users)):
         kernel = "\n".join(f"{k.split('.')[-1]} {v:,}" for k, v in sorted(c.kernel.items()) if v)
         fails = "\n".join(f"{name}: {cls} {n:,}" for name, by in c.failures.items() for cls, n in by.items())
-        load = f"rate {c.rate:g}/s" if c.rate else "closed loop"
+        load = (f"asked {c.rate:g}/s, achieved {c.throughput:,.0f}/s" if c.rate else "closed loop")
         workers = f"{c.workers} worker{'s' if c.workers != 1 else ''}" if c.workers else "1 process"
+        window = window_words(c)
         status = c.status + (f": {c.error}" if c.error else "")
         rows.append({"cls": c.status if c.status != "ok" else ("saturated" if c.generator.saturated else ""),
                      "cells": [cell(f"{c.variant} · {users_word(c.users)}"), cell(status),
-                               cell(f"{c.warmup_s:g} s + {c.duration_s:g} s, {load}, {workers}", cls="nowrap"),
-                               cell(f"{c.generator.cpu_percent_max:.0f}%"),
+                               cell(f"{window}\n{load}, {workers}", cls="lines"),
+                               cell(generator_words(c), cls="lines"),
                                cell(kernel or "-", cls="code lines"), cell(fails or "-", cls="code lines")]})
     return table_section("cells", "Cells in detail",
-                         ("Cell", "Status", "Warm-up + window, load", "Generator CPU", "Kernel TCP deltas",
-                          "Failures"), rows, numeric=range(3, 4),
+                         ("Cell", "Status", "Window, load", "Generator and machine", "Kernel TCP deltas",
+                          "Failures in the window"), rows,
                          legend="The exact commands of each cell are listed with the run manifest below.")
+
+
+def window_words(c: CellResult) -> str:
+    """What the figures cover: the window measured, and when every user was established."""
+    if c.window_s is None:
+        return f"{c.warmup_s:g} s warm-up + {c.duration_s:g} s (format 1: no establishment recorded)"
+    if c.window_from is None or not c.window_s:
+        return "no window measured"
+    est = ("every user established at +" + f"{c.established_at - c.started_at:.1f} s"
+           if c.established_at is not None else f"{c.users_not_established or 0:,} users never established")
+    return f"{c.window_s:g} s measured from +{c.window_from - c.started_at:.0f} s ({est}, settle {c.warmup_s:g} s)"
+
+
+def generator_words(c: CellResult) -> str:
+    lines = [f"Locust CPU max {c.generator.cpu_percent_max:.0f}%"]
+    if c.machine is not None and c.machine.busy_percent_mean is not None:
+        cores = ", ".join(f"{b:.0f}%" for b in c.machine.per_core_busy_mean)
+        lines.append(f"machine busy {c.machine.busy_percent_mean:.0f}% (cores {cores})")
+    lag = c.latency.get("loop_lag")
+    if lag is not None and lag.p99_us is not None:
+        lines.append(f"loop lag p99 {lag.p99_us / 1000:.2f} ms")
+    if c.generator_bound:
+        lines.append(f"⚠ {c.generator_bound}")
+    return "\n".join(lines)
 
 
 def manifest_section(manifest: RunManifest | None, cells: Sequence[CellResult], results_dir: Path,
@@ -139,8 +169,9 @@ def build_report(results_dir: Path, out: Path | None = None, slo_ms: float = 10.
         plots_section("plots", "Against concurrency", [(None, overview)]),
         summary_section(manifest, cells, colours),
         plots_section("timelines", "Each cell over time", list(by_variant.items()), layout="grid", colours=colours,
-                      intro="Messages/s, p99 and server threads second by second; the grey band is the warm-up, "
-                            "excluded from every figure above."),
+                      intro="Messages/s (dotted: asked), p99 (solid) and p50 (dotted), the server's connections and "
+                            "failures second by second; the grey band is the ramp (until every user had a reply) and "
+                            "the settle, excluded from every figure above; the red dashed line is the stop."),
         details_section(manifest, cells),
         manifest_section(manifest, cells, results_dir, slo_ms),
     ]

@@ -15,6 +15,8 @@ from reports.summary import (
     CONNECT,
     fmt_duration_ms,
     fmt_rate,
+    generator_limited,
+    generator_note,
     is_valid,
     kernel_counter,
     latency,
@@ -29,6 +31,9 @@ CONNECT_JUMP_MS = 900.0
 MAX_FAILURE_SHARE = 0.01
 #: Slope of threads against users that counts as "one thread per connection".
 TRACKING_SLOPE = (0.75, 1.25)
+#: Open loop: a cell that delivered less than this share of its asked rate misses the SLO
+#: (the server, or the generator, could not keep the pace; the latency of what was sent says less).
+MIN_RATE_SHARE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,12 @@ def miss_reason(cell: CellResult, slo_ms: float) -> str | None:
     if waiting > cell.users * MAX_FAILURE_SHARE:
         return (f"{waiting:,} of {cell.users:,} users left unanswered, though p99 of the answered was "
                 f"{fmt_duration_ms(lat.p99_us / 1000)}")
+    never = cell.users_not_established or 0
+    if never > cell.users * MAX_FAILURE_SHARE:
+        return f"{never:,} of {cell.users:,} users never had a reply"
+    if cell.rate and cell.throughput < cell.rate * MIN_RATE_SHARE:
+        return (f"achieved {fmt_rate(cell.throughput)} of the {fmt_rate(cell.rate)} messages/s asked "
+                f"({cell.throughput / cell.rate:.0%}, under {MIN_RATE_SHARE:.0%})")
     return None
 
 
@@ -108,6 +119,29 @@ def unanswered_finding(variant: str, cells: Sequence[CellResult]) -> list[Findin
             f"reply when the run stopped (the longest for {longest}): the server left them unserved, and no "
             "latency figure holds their messages.", variant, cell.users, float(waiting)))
     return found
+
+
+def not_established_finding(variant: str, cells: Sequence[CellResult]) -> list[Finding]:
+    """Users that never had a first reply before the cell stopped: a finding with their count."""
+    found = []
+    for cell in cells:
+        never = cell.users_not_established
+        if never:
+            found.append(Finding(
+                "established", "bad",
+                f"{variant} at {users_word(cell.users)}: {never:,} of {cell.users:,} users never had a reply "
+                "(not established by the deadline or the stop), so the window began at the establishment "
+                "deadline.", variant, cell.users, float(never)))
+    return found
+
+
+def missing_report_finding(cells: Sequence[CellResult]) -> Finding | None:
+    hit = [c for c in cells if c.workers_missing_final]
+    if not hit:
+        return None
+    names = "; ".join(f"{c.variant} at {users_word(c.users)}: {', '.join(c.workers_missing_final)}" for c in hit)
+    return Finding("generator", "warn", f"A worker's final report never came, so its last seconds are missing "
+                   f"from these cells: {names}.")
 
 
 def slo_limit(variant: str, cells: Sequence[CellResult], slo_ms: float) -> SloLimit:
@@ -182,7 +216,8 @@ def headline(groups: dict[str, list[CellResult]]) -> Finding | None:
 
 def thread_finding(variant: str, cells: Sequence[CellResult]) -> Finding | None:
     """Does the server's thread count follow its connections (one thread each) or stay flat?"""
-    pts = [(c.users, c.server.threads_max) for c in cells if (c.server.samples or 0) > 0 and (c.server.threads_max or 0) > 0]
+    pts = [(c.users, c.server.threads_max) for c in cells
+           if (c.server.samples or 0) > 0 and c.server.threads_max is not None and c.server.threads_max > 0]
     if len({u for u, _ in pts}) < 2:
         return None
     xs, ys = [float(u) for u, _ in pts], [float(t) for _, t in pts]
@@ -216,21 +251,24 @@ def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) 
     queue = f" (backlog {backlog})" if backlog is not None else ""
     explained: list[str] = []  # "2.05 s at 1,000 users (29,111 overflows)"
     unexplained: list[str] = []
-    quiet: list[tuple[int, int]] = []  # (users, overflows) where connects stayed fast
+    unread: list[str] = []  # connect jumps where the kernel's counters could not be read
+    quiet: list[tuple[int, int]] = []  # (users, overflows) where connects stayed fast, measured
     first: dict[str, tuple[int, float]] = {}
     for cell in cells:
-        conn = latency(cell, CONNECT)
+        conn = latency(cell, CONNECT)  # every connect of the cell, ramp included
         overflows = kernel_counter(cell, "ListenOverflows")
         if conn is not None and conn.p99_us / 1000 >= CONNECT_JUMP_MS:
             p99 = conn.p99_us / 1000
             at = f"{fmt_duration_ms(p99)} at {users_word(cell.users)}"
-            if overflows > 0:
+            if overflows is None:
+                unread.append(at)
+            elif overflows > 0:
                 explained.append(f"{at} ({overflows:,} overflows)")
                 first.setdefault("bad", (cell.users, p99))
             else:
                 unexplained.append(at)
                 first.setdefault("warn", (cell.users, p99))
-        elif overflows > 0:
+        elif conn is not None and overflows:
             quiet.append((cell.users, overflows))
     if explained:
         users, p99 = first["bad"]
@@ -243,6 +281,10 @@ def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) 
         found.append(Finding("connect", "warn", (
             f"{variant}: connect p99 jumps to " + ", ".join(unexplained) + ". The kernel counted no listen-queue "
             "overflows during these cells, so the listen queue does not explain it."), variant, users, p99))
+    if unread:
+        found.append(Finding("connect", "warn", f"{variant}: connect p99 jumps to " + ", ".join(unread) + ". The "
+                             "kernel's counters could not be read, so whether the listen queue overflowed is unknown.",
+                             variant))
     if quiet:
         levels = ", ".join(f"{users_word(u)} ({n:,})" for u, n in quiet)
         found.append(Finding("connect", "info", f"{variant}: listen queues overflowed (machine-wide counts) at "
@@ -251,17 +293,18 @@ def connect_finding(variant: str, cells: Sequence[CellResult], backlog: object) 
 
 
 def failure_finding(variant: str, cells: Sequence[CellResult]) -> Finding | None:
+    """Errors: every failure of the whole cell (ramp, window and stop), by class."""
     hit = [c for c in cells if c.errors > 0]
     if not hit:
         return None
     parts = []
     for cell in hit:
         classes: Counter[str] = Counter()
-        for by_class in cell.failures.values():
+        for by_class in cell.failures_total.values():
             classes.update(by_class)
         top = ", ".join(f"{name} {n:,}" for name, n in classes.most_common(3))
         parts.append(f"{cell.errors:,} at {users_word(cell.users)} ({top})")
-    return Finding("failures", "warn", f"{variant}: failures: " + "; ".join(parts) + ".", variant)
+    return Finding("failures", "warn", f"{variant}: errors over the whole cell: " + "; ".join(parts) + ".", variant)
 
 
 def loop_lag_words(cell: CellResult) -> str:
@@ -273,11 +316,11 @@ def loop_lag_words(cell: CellResult) -> str:
 
 
 def generator_finding(cells: Sequence[CellResult]) -> Finding | None:
-    bound = [c for c in cells if c.generator.saturated]
+    bound = [c for c in cells if generator_limited(c)]
     if not bound:
         return None
-    names = ", ".join(f"{c.variant} at {users_word(c.users)} (generator CPU {c.generator.cpu_percent_max:.0f}%"
-                      + loop_lag_words(c) + ")" for c in bound)
+    names = ", ".join(f"{c.variant} at {users_word(c.users)} ({generator_note(c)}"
+                      + ("" if "loop lag" in generator_note(c) else loop_lag_words(c)) + ")" for c in bound)
     return Finding("generator", "warn", f"Generator-bound, so these cells say nothing about the server: {names}. "
                    "Their latency and throughput measure the load generator; rerun them with more "
                    "--workers or a lower --rate.")
@@ -313,7 +356,9 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
     groups = by_variant(cells)
     order = [v for v in variant_order(manifest, cells) if v in groups]
     groups = {v: groups[v] for v in order}
-    backlog = (manifest.options.get("backlog") if manifest is not None else None)
+    # the backlog only where the harness set it: not for a --target server
+    options = manifest.options if manifest is not None else {}
+    backlog = options.get("backlog") if options.get("target") is None else None
     found: list[Finding] = [slo_finding(slo_limit(v, cs, slo_ms), slo_ms) for v, cs in groups.items()]
     top = headline(groups)
     if top is not None:
@@ -325,6 +370,8 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
     for variant, vcells in groups.items():
         found += connect_finding(variant, vcells, backlog)
     for variant, vcells in groups.items():
+        found += not_established_finding(variant, vcells)
+    for variant, vcells in groups.items():
         found += unanswered_finding(variant, vcells)
     for variant, vcells in groups.items():
         fail = failure_finding(variant, vcells)
@@ -333,6 +380,9 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
     gen = generator_finding(cells)
     if gen is not None:
         found.append(gen)
+    lost = missing_report_finding(cells)
+    if lost is not None:
+        found.append(lost)
     found += status_findings(cells)
     found += note_findings(cells)
     unsampled = [v for v, vcells in groups.items() if all(c.server.pid is None and not c.server.samples for c in vcells)]

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa:
 
 from harness.results import CellResult, ResultError, RunManifest, write_bytes  # noqa: E402
 from reports.findings import CONNECT_JUMP_MS, by_variant  # noqa: E402
-from reports.summary import CONNECT, MIB, kernel_counter, latency, users_word, variant_order  # noqa: E402
+from reports.summary import CONNECT, kernel_counter, latency, memory_mib, users_word, variant_order  # noqa: E402
 
 DPI = 100
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
@@ -154,6 +154,10 @@ def _server(get: Getter) -> Getter:
     return lambda c: get(c) if c.server.samples > 0 else None
 
 
+def _opt(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
 def latency_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
                  cells: Sequence[CellResult], out_dir: Path, slo_ms: float) -> Plot:
     fig = Figure(figsize=(11, 7.4), layout="constrained")
@@ -194,7 +198,7 @@ def threads_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], l
                  cells: Sequence[CellResult], out_dir: Path) -> Plot:
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     ax = fig.subplots()
-    drawn = draw_variants(ax, groups, colours, _server(lambda c: float(c.server.threads_max)), log=True)
+    drawn = draw_variants(ax, groups, colours, _server(lambda c: _opt(c.server.threads_max)), log=True)
     ax.plot(levels, levels, color="#999", ls=":", lw=1.2, label="one thread per user")
     log_y(ax, drawn or bool(levels))
     label_axes(ax, levels, "Server threads against concurrency", "server threads (max)")
@@ -208,14 +212,17 @@ def resources_plot(groups: dict[str, list[CellResult]], colours: dict[str, str],
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     cpu, rss = fig.subplots(1, 2)
     draw_variants(cpu, groups, colours, _server(lambda c: c.server.cpu_percent_mean), log=False)
-    draw_variants(rss, groups, colours, _server(lambda c: c.server.rss_bytes_max / MIB), log=False)
+    draw_variants(rss, groups, colours, lambda c: memory_mib(c)[1], log=False)
+    measures = sorted({memory_mib(c)[0] for c in cells if memory_mib(c)[1] is not None})
+    measure = " / ".join(measures) or "RSS"
     for ax, title, unit in ((cpu, "Server CPU (mean)", "CPU % (100 = one core)"),
-                            (rss, "Server memory (peak RSS)", "RSS (MiB)")):
+                            (rss, f"Server memory (peak {measure})", f"{measure} (MiB)")):
         label_axes(ax, levels, title, unit)
         count_axis(ax, integer=False)
     marker_legend(cpu, cells, loc="best")
     return save(fig, out_dir, "resources", "CPU and memory", "Server process CPU (mean over the window) and "
-                "peak resident memory.")
+                f"peak memory as {measure}: PSS (proportional set size, summed over the process tree) counts a page "
+                "shared by forked children once; RSS would count it in every child.")
 
 
 def connect_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
@@ -223,7 +230,7 @@ def connect_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], l
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     fails, conn, over = fig.subplots(1, 3)
     draw_variants(fails, groups, colours, lambda c: float(c.errors), log=False)
-    label_axes(fails, levels, "Failures", "failed requests (steady window)")
+    label_axes(fails, levels, "Errors", "failed requests (whole cell)")
     drawn = draw_variants(conn, groups, colours, _lat(CONNECT, "p99_us"), log=True)
     drawn |= draw_variants(conn, groups, colours, _lat(CONNECT, "p50_us"), log=True, label=False,
                            ls=":", alpha=0.6)
@@ -231,51 +238,105 @@ def connect_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], l
     if drawn:
         conn.axhline(CONNECT_JUMP_MS, color="#c00", ls="--", lw=1)
     label_axes(conn, levels, "Connect time: p99 (solid), p50 (dotted)", "connect (ms)", fontsize=10)
-    draw_variants(over, groups, colours, lambda c: float(kernel_counter(c, "ListenOverflows")), log=False)
+    draw_variants(over, groups, colours, lambda c: _opt(kernel_counter(c, "ListenOverflows")), log=False)
     label_axes(over, levels, "Listen-queue overflows (kernel)", "ListenOverflows in the cell", fontsize=10)
     count_axis(fails)
     count_axis(over)
     marker_legend(fails, cells, loc="upper left")
-    return save(fig, out_dir, "connect", "Failures and connects", "Connect p99 near 1 s (dashed line) "
+    return save(fig, out_dir, "connect", "Errors and connects", "Connect percentiles cover every connect of "
+                "the cell, the ramp included. Connect p99 near 1 s (dashed line) "
                 "means SYNs were dropped and retried; the kernel's listen-queue overflows say whether the "
                 "accept backlog was full.")
 
 
 def timeline_plot(cell: CellResult, colour: str, out_dir: Path) -> Plot:
-    """One cell second by second: messages/s, p99 and threads, warm-up shaded."""
-    fig = Figure(figsize=(4.4, 4.6), layout="constrained")
-    rate_ax, p99_ax, thr_ax = fig.subplots(3, 1, sharex=True)
+    """One cell second by second: messages/s, p50 and p99, connections and failures; the ramp and
+    settle shaded, the window's edges and the stop marked."""
+    fig = Figure(figsize=(4.4, 5.4), layout="constrained")
+    rate_ax, lat_ax, conn_ax, fail_ax = fig.subplots(4, 1, sharex=True)
     tag = "" if cell.status == "ok" else f" [{cell.status}]"
-    tag += " [generator-saturated]" if cell.generator.saturated else ""
+    tag += " [generator-bound]" if cell.generator.saturated or cell.generator_bound else ""
     fig.suptitle(f"{cell.variant} · {users_word(cell.users)}{tag}", fontsize=10, fontweight="bold",
                  color="#b00" if tag else "black")
     pts = sorted(cell.timeline, key=lambda p: p.t)
     t = [p.t for p in pts]
     rate_ax.plot(t, [p.messages_per_s for p in pts], color=colour, lw=1.5)
+    if cell.rate:
+        rate_ax.axhline(cell.rate, color="#999", ls=":", lw=1)
     rate_ax.set_ylabel("msg/s", fontsize=8)
-    p99 = [(p.t, p.p99_us / 1000) for p in pts if p.p99_us is not None and p.p99_us > 0]
-    p99_ax.plot([x for x, _ in p99], [y for _, y in p99], color=colour, lw=1.5)
-    # linear: a log axis over a narrow range labels every minor tick
-    p99_ax.set_ylabel("p99 ms", fontsize=8)
-    thr = [(p.t, p.threads) for p in pts if p.threads is not None]
-    thr_ax.plot([x for x, _ in thr], [y for _, y in thr], color=colour, lw=1.5)
-    thr_ax.set_ylabel("threads", fontsize=8)
-    thr_ax.set_xlabel("seconds since the cell started", fontsize=8)
-    for ax in (rate_ax, p99_ax, thr_ax):
-        count_axis(ax, integer=ax is not p99_ax, nbins=4)
+    for key, style in (("p99_us", "-"), ("p50_us", ":")):
+        series = [(p.t, getattr(p, key) / 1000) for p in pts if getattr(p, key) is not None and getattr(p, key) > 0]
+        lat_ax.plot([x for x, _ in series], [y for _, y in series], color=colour, lw=1.5, ls=style)
+    lat_ax.set_ylabel("p99 / p50 ms", fontsize=8)
+    conn = [(p.t, p.connections) for p in pts if p.connections is not None]
+    conn_ax.plot([x for x, _ in conn], [y for _, y in conn], color=colour, lw=1.5)
+    conn_ax.set_ylabel("connections", fontsize=8)
+    fail_ax.plot(t, [p.failures for p in pts], color="#c00", lw=1.2)
+    fail_ax.set_ylabel("failures/s", fontsize=8)
+    fail_ax.set_xlabel("seconds since the cell started", fontsize=8)
+    window = (cell.window_from - cell.started_at, cell.window_s) if cell.window_from is not None and cell.window_s else None
+    stop = cell.window_from - cell.started_at + (cell.window_s or 0) if cell.window_from is not None else None
+    for ax in (rate_ax, lat_ax, conn_ax, fail_ax):
+        count_axis(ax, integer=ax is not lat_ax, nbins=4)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-        if cell.warmup_s > 0:
+        if window is not None:
+            ax.axvspan(0, window[0], color="#ddd", alpha=0.6, lw=0)  # ramp and settle: not measured
+            ax.axvline(window[0], color="#555", lw=0.8)
+        elif cell.warmup_s > 0:
             ax.axvspan(0, cell.warmup_s, color="#ddd", alpha=0.6, lw=0)
+        if stop is not None:
+            ax.axvline(stop, color="#c00", lw=0.8, ls="--")
         if not pts:
             ax.text(0.5, 0.5, "no timeline", transform=ax.transAxes, ha="center", va="center", color="#888")
     if pts:
-        rate_ax.set_xlim(0, max(max(t), cell.warmup_s + cell.duration_s))
-    if cell.warmup_s > 0:
-        rate_ax.text(cell.warmup_s / 2, 0.95, "warm-up", transform=rate_ax.get_xaxis_transform(), ha="center",
+        rate_ax.set_xlim(0, max(max(t) + 1, stop or 0))
+    if window is not None and window[0] > 0:
+        rate_ax.text(window[0] / 2, 0.95, "ramp + settle", transform=rate_ax.get_xaxis_transform(), ha="center",
                      va="top", fontsize=7, color="#666")
+    if stop is not None:
+        rate_ax.text(stop, 0.95, " stop", transform=rate_ax.get_xaxis_transform(), ha="left", va="top", fontsize=7,
+                     color="#c00")
     return save(fig, out_dir, f"timeline-{cell.variant}-u{cell.users:05d}", f"{cell.variant}, {cell.users} users",
                 "", variant=cell.variant, users=cell.users)
+
+
+def _odds(percentile: float) -> float:
+    """HdrHistogram's percentile axis: 1 / (1 - p), so 90, 99, 99.9 are evenly spaced on a log scale."""
+    return 1.0 / max(1.0 - percentile / 100.0, 1e-6)
+
+
+def spectrum_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], levels: list[int],
+                  out_dir: Path, slo_ms: float) -> Plot:
+    """Latency by percentile (log axes), one line per design, one panel per level (wrk2/HdrHistogram style)."""
+    shown = [u for u in levels if any(c.users == u and c.spectrum for cs in groups.values() for c in cs)] or levels[-1:]
+    fig = Figure(figsize=(11, 3.9), layout="constrained")
+    axes = fig.subplots(1, len(shown), sharey=True, squeeze=False)[0]
+    fig.suptitle("Message latency by percentile over the window (log axes)", fontweight="bold")
+    ticks = [50.0, 90.0, 99.0, 99.9, 99.99, 99.999]
+    for ax, users in zip(axes, shown):
+        drawn = False
+        for variant, cells in groups.items():
+            for cell in cells:
+                pts = [(_odds(p), v / 1000) for p, v in cell.spectrum if p < 100.0 and v > 0]
+                if cell.users == users and pts:
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], color=colours[variant], marker=".", lw=1.5,
+                            label=variant, ls="-" if cell.status == "ok" else ":")
+                    drawn = True
+        ax.set_xscale("log")
+        ax.set_xticks([_odds(p) for p in ticks])
+        ax.set_xticklabels([f"{p:g}%" for p in ticks], fontsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        log_y(ax, drawn)
+        if drawn:
+            ax.axhline(slo_ms, color="#c00", ls="--", lw=1)
+        ax.set_title(users_word(users), fontsize=10)
+        ax.set_xlabel("percentile")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("latency (ms)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    return save(fig, out_dir, "spectrum", "Latency spectrum", "Each design's message latency at every percentile "
+                f"of the window, from its histogram; the dashed red line is the {slo_ms:g} ms SLO.")
 
 
 def render_plots(manifest: RunManifest | None, cells: Sequence[CellResult], out_dir: Path,
@@ -289,6 +350,7 @@ def render_plots(manifest: RunManifest | None, cells: Sequence[CellResult], out_
     levels = sorted({c.users for c in cells})
     overview = [
         latency_plot(groups, colours, levels, cells, out_dir, slo_ms),
+        spectrum_plot(groups, colours, levels, out_dir, slo_ms),
         throughput_plot(groups, colours, levels, cells, out_dir),
         threads_plot(groups, colours, levels, cells, out_dir),
         resources_plot(groups, colours, levels, cells, out_dir),

@@ -29,17 +29,21 @@ class Row:
     variant: str
     users: int
     status: str  # a CellResult status, or MISSING
-    throughput: float | None = None
+    throughput: float | None = None  # achieved messages/s over the window
+    rate: float | None = None  # asked messages/s (open loop); None: closed loop
+    window_s: float | None = None  # seconds the figures cover, as measured
+    not_established: int | None = None  # users with no reply yet when the cell stopped
     mean_ms: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
     p999_ms: float | None = None
     connect_p99_ms: float | None = None
-    failures: int | None = None
+    failures: int | None = None  # errors: every failure of the whole cell, ramp included
     threads_max: int | None = None
     cpu_percent: float | None = None
-    rss_mib: float | None = None
+    rss_mib: float | None = None  # the server's memory: PSS where read, else RSS (``memory``)
+    memory: str = ""
     listen_overflows: int | None = None
     saturated: bool = False
     note: str = ""
@@ -63,9 +67,13 @@ def ms(us: float | None) -> float | None:
     return None if us is None else us / 1000.0
 
 
-def kernel_counter(cell: CellResult, name: str) -> int:
-    """A kernel TCP counter delta by its short name ("ListenOverflows"), whatever its prefix."""
-    return sum(int(v) for k, v in cell.kernel.items() if k == name or k.endswith("." + name) or k.endswith(":" + name))
+def kernel_counter(cell: CellResult, name: str) -> int | None:
+    """A kernel TCP counter delta by its short name ("ListenOverflows"), whatever its prefix;
+    None when the counter was not read (never "the kernel counted none")."""
+    values = [v for k, v in cell.kernel.items() if k == name or k.endswith("." + name) or k.endswith(":" + name)]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(int(v) for v in values if v is not None)
 
 
 def variant_order(manifest: RunManifest | None, cells: Iterable[CellResult]) -> tuple[str, ...]:
@@ -89,7 +97,25 @@ def missing_cells(manifest: RunManifest | None, cells: Sequence[CellResult]) -> 
 
 def is_valid(cell: CellResult) -> bool:
     """A cell whose figures describe the server: it ran its window and the generator kept up."""
-    return cell.status == "ok" and not cell.generator.saturated
+    return cell.status == "ok" and not generator_limited(cell)
+
+
+def generator_limited(cell: CellResult) -> bool:
+    return cell.generator.saturated or cell.generator_bound is not None
+
+
+def generator_note(cell: CellResult) -> str:
+    """Why the cell describes the generator, with the figure that decided it ("" when it does not)."""
+    if cell.generator_bound:
+        return f"generator-bound: {cell.generator_bound}"
+    if cell.generator.saturated:
+        return f"generator-saturated (CPU {cell.generator.cpu_percent_max:.0f}%)"
+    return ""
+
+
+def memory_mib(cell: CellResult) -> tuple[str, float | None]:
+    memory = cell.server.memory_bytes if cell.server.samples > 0 else None
+    return ("", None) if memory is None else (memory[0], memory[1] / MIB)
 
 
 def row_for(cell: CellResult) -> Row:
@@ -97,8 +123,10 @@ def row_for(cell: CellResult) -> Row:
     conn = latency(cell, CONNECT)
     sampled = (cell.server.samples or 0) > 0  # no --pid: None or 0 samples, shown as "-"
     notes = []
-    if cell.generator.saturated:
-        notes.append(f"generator-saturated (CPU {cell.generator.cpu_percent_max:.0f}%)")
+    if generator_limited(cell):
+        notes.append(generator_note(cell))
+    if cell.users_not_established:
+        notes.append(f"{cell.users_not_established:,} users never established")
     if cell.status != "ok":
         notes.append(cell.status + (f": {cell.error}" if cell.error else ""))
     notes.extend(cell.notes)
@@ -107,7 +135,10 @@ def row_for(cell: CellResult) -> Row:
         variant=cell.variant,
         users=cell.users,
         status=cell.status,
-        throughput=cell.throughput if ran else None,
+        throughput=cell.throughput if ran and (cell.window_s is None or cell.window_s > 0) else None,
+        rate=cell.rate,
+        window_s=cell.window_s,
+        not_established=cell.users_not_established,
         mean_ms=ms(lat.mean_us) if lat else None,
         p50_ms=ms(lat.p50_us) if lat else None,
         p95_ms=ms(lat.p95_us) if lat else None,
@@ -117,9 +148,10 @@ def row_for(cell: CellResult) -> Row:
         failures=cell.errors if ran else None,
         threads_max=cell.server.threads_max if sampled else None,
         cpu_percent=cell.server.cpu_percent_mean if sampled else None,
-        rss_mib=cell.server.rss_bytes_max / MIB if sampled else None,
-        listen_overflows=kernel_counter(cell, "ListenOverflows") if cell.kernel else None,
-        saturated=cell.generator.saturated,
+        rss_mib=memory_mib(cell)[1] if sampled else None,
+        memory=memory_mib(cell)[0],
+        listen_overflows=kernel_counter(cell, "ListenOverflows"),
+        saturated=generator_limited(cell),
         note="; ".join(notes),
     )
 
@@ -162,8 +194,8 @@ def users_word(users: int) -> str:
 
 
 CSV_FIELDS = (
-    "variant", "users", "status", "ops_per_s", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms",
-    "connect_p99_ms", "failures", "threads_max", "cpu_percent_mean", "rss_mib_max",
+    "variant", "users", "status", "ops_per_s", "asked_per_s", "window_s", "not_established", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms",
+    "connect_p99_ms", "errors", "threads_max", "cpu_percent_mean", "memory_mib_max", "memory_measure",
     "listen_overflows", "generator_saturated", "note",
 )
 
@@ -190,26 +222,29 @@ def rows_to_csv(rows: Sequence[Row]) -> str:
     out.writerow(CSV_FIELDS)
     for r in rows:
         out.writerow([
-            csv_text(r.variant), r.users, csv_text(r.status), _num(r.throughput, 1), _num(r.mean_ms, 3), _num(r.p50_ms, 3),
+            csv_text(r.variant), r.users, csv_text(r.status), _num(r.throughput, 1), _num(r.rate, 1), _num(r.window_s),
+            _num(r.not_established), _num(r.mean_ms, 3), _num(r.p50_ms, 3),
             _num(r.p95_ms, 3), _num(r.p99_ms, 3), _num(r.p999_ms, 3), _num(r.connect_p99_ms, 3),
-            _num(r.failures), _num(r.threads_max), _num(r.cpu_percent, 1), _num(r.rss_mib, 1),
+            _num(r.failures), _num(r.threads_max), _num(r.cpu_percent, 1), _num(r.rss_mib, 1), csv_text(r.memory),
             _num(r.listen_overflows), "yes" if r.saturated else "no", csv_text(r.note),
         ])
     return buf.getvalue()
 
 
-SUMMARY_HEADERS = ("Variant", "Users", "Ops/sec", "Avg ms", "p50 ms", "p99 ms", "p99.9 ms",
-                   "Connect p99 ms", "Failures", "Threads max", "CPU %", "RSS MiB", "Note")
+SUMMARY_HEADERS = ("Variant", "Users", "Ops/sec", "Asked/sec", "Window s", "Avg ms", "p50 ms", "p99 ms", "p99.9 ms",
+                   "Connect p99 ms", "Errors", "Not estab.", "Threads max", "CPU %", "Mem MiB", "Note")
 
 
 def row_cells(r: Row) -> tuple[str, ...]:
     """The formatted columns of SUMMARY_HEADERS for one row."""
     return (
-        r.variant, fmt_int(r.users), fmt_rate(r.throughput),
+        r.variant, fmt_int(r.users), fmt_rate(r.throughput) if r.status != MISSING else "-",
+        fmt_rate(r.rate) if r.rate else ("closed" if r.status != MISSING else "-"),
+        "-" if r.window_s is None else f"{r.window_s:g}",
         fmt_ms(r.mean_ms), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms), fmt_ms(r.p999_ms), fmt_ms(r.connect_p99_ms),
-        fmt_int(r.failures), fmt_int(r.threads_max),
+        fmt_int(r.failures), fmt_int(r.not_established), fmt_int(r.threads_max),
         "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
-        "-" if r.rss_mib is None else f"{r.rss_mib:.1f}",
+        "-" if r.rss_mib is None else f"{r.rss_mib:.1f} {r.memory}",
         r.note,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from pathlib import Path
 
 import pytest
 from helpers import wait_for
@@ -20,8 +21,20 @@ def test_kernel_counters_parse_and_wrap() -> None:
     assert set(counters) <= set(WATCHED)
     table = "TcpExt: A B\nTcpExt: 1 2\nIpExt: A\nIpExt: 9\n"
     assert parse_counter_table(table, "TcpExt:") == {"A": 1, "B": 2}
-    assert counter_deltas({"A": 5, "B": 1}, {"A": 8, "C": 3}) == {"A": 3}
-    assert counter_deltas({"A": 2**32 - 1}, {"A": 1}) == {"A": 2}
+    assert counter_deltas({"A": 5, "B": 1}, {"A": 8, "C": 3}, names=("A", "B")) == {"A": 3, "B": None}
+    assert counter_deltas({"A": 2**32 - 1}, {"A": 1}, names=()) == {"A": 2}
+
+
+def test_unreadable_counters_are_none_not_zero(tmp_path: Path) -> None:
+    """A counter file that cannot be read is 'not measured', never 'the kernel counted none'."""
+    unreadable = ((str(tmp_path / "no-such-netstat"), "TcpExt:"), (str(tmp_path), "Tcp:"))  # missing; a folder
+    before = read_tcp_counters(sources=unreadable)
+    after = read_tcp_counters(sources=unreadable)
+    assert before == {} and after == {}
+    deltas = counter_deltas(before, after)
+    assert set(deltas) == set(WATCHED) and all(v is None for v in deltas.values())
+    partial = counter_deltas({"ListenOverflows": 3}, {"ListenOverflows": 5})
+    assert partial["ListenOverflows"] == 2 and partial["ListenDrops"] is None
 
 
 @pytest.mark.slow

@@ -90,7 +90,9 @@ def make_cell(variant: str, users: int, n: int, slow: float = 1.0) -> CellResult
         latency={"message": lat(p50, p99, int(rate * DURATION)), "connect": connect,
                  "session": lat(p50 * 20, p99 * 20, users),
                  **({"loop_lag": lat(0.5, 2.5, 5000)} if saturated else {})},
-        failures=failures,
+        failures=failures, failures_total=failures,
+        window_s=DURATION, window_from=start + WARMUP, established_at=start + 0.5, users_not_established=0,
+        spectrum=tuple((q, v * (p99 * 1000)) for q, v in ((50.0, 0.3), (90.0, 0.6), (99.0, 1.0), (99.9, 1.6), (100.0, 4.0))),
         server=ServerStats(pid=4242, threads_mean=threads, threads_max=threads, cpu_percent_mean=cpu,
                            cpu_percent_max=cpu + 3, rss_bytes_max=int(rss * 1024 * 1024), fds_max=users + 8,
                            connections_mean=users, connections_max=users, samples=seconds, died=died,
@@ -155,7 +157,7 @@ def test_html_embeds_every_image_and_nothing_external(report: Path) -> None:
     html = report.read_text()
     uris = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
     files = {p.read_bytes() for p in (report.parent / "plots").glob("*.png")}
-    assert len(uris) == len(files) == 5 + 12
+    assert len(uris) == len(files) == 6 + 12
     assert {base64.b64decode(u) for u in uris} == files
     assert not re.search(r'(src|href)="(https?:|//|/)', html)
     assert 'id="summary-table"' in html and 'id="cells-table"' in html
@@ -198,9 +200,19 @@ def test_connect_jump_is_explained_by_listen_overflows(run_dir: Path) -> None:
     assert "1.03 s at 500 users (412 overflows)" in connect[0].text and "backlog 6" in connect[0].text
     # The same jump with no overflow counted: the listen queue does not explain it.
     cell = next(c for c in cells if c.key == ("threaded", 500))
-    quiet = CellResult(**{**{f: getattr(cell, f) for f in cell.__dataclass_fields__}, "kernel": {}})
+    quiet = CellResult(**{**{f: getattr(cell, f) for f in cell.__dataclass_fields__},
+                          "kernel": {"TcpExt.ListenOverflows": 0}})
     (finding,) = connect_finding("threaded", [quiet], None)
     assert finding.severity == "warn" and "does not explain" in finding.text
+    # Counters that could not be read: nothing is claimed about the listen queue.
+    unread = CellResult(**{**{f: getattr(cell, f) for f in cell.__dataclass_fields__},
+                           "kernel": {"TcpExt.ListenOverflows": None}})
+    (finding,) = connect_finding("threaded", [unread], None)
+    assert "could not be read" in finding.text and "counted no" not in finding.text
+    # A --target server: the harness never set its backlog, so the findings do not name one.
+    target = RunManifest(**{**{f: getattr(manifest, f) for f in manifest.__dataclass_fields__},
+                            "options": {"backlog": 6, "target": "127.0.0.1:9000"}})
+    assert not any("backlog" in f.text for f in find(target, cells))
 
 
 def test_trouble_findings(run_dir: Path) -> None:
@@ -234,8 +246,8 @@ def test_summary_csv_and_table(report: Path, run_dir: Path) -> None:
     rows_ = summary_rows(manifest, cells)
     assert [r.variant for r in rows_][:4] == ["threaded"] * 4
     text = render_summary_text(rows_).splitlines()
-    assert text[0].split()[:4] == ["Variant", "Users", "Ops/sec", "Avg"] and len(text) == 2 + 13
-    assert text[2 + 3].split()[:7] == ["threaded", "500", "9,500", "30.000", "25.000", "85.000", "136.000"]
+    assert text[0].split()[:6] == ["Variant", "Users", "Ops/sec", "Asked/sec", "Window", "s"] and len(text) == 2 + 13
+    assert text[2 + 3].split()[:9] == ["threaded", "500", "9,500", "closed", "8", "30.000", "25.000", "85.000", "136.000"]
 
 
 def test_compare_flags_the_slowed_variant(run_dir: Path, comparison_html: Path) -> None:
@@ -328,7 +340,7 @@ def test_report_renders_in_headless_chromium(report: Path, comparison_html: Path
     exe = chromium()
     if exe is None:
         pytest.skip("chromium is not installed (set SWARMBENCH_REQUIRE_CHROMIUM=1 to require it)")
-    for page, images, tables in ((report, 17, ("summary-table", "cells-table")), (comparison_html, 2,
+    for page, images, tables in ((report, 18, ("summary-table", "cells-table")), (comparison_html, 2,
                                                                                     ("comparison-table",))):
         dom = dump_dom(exe, page, tmp_path / f"profile-{page.stem}")
         loaded = re.search(r'<body[^>]*data-images-loaded="([^"]*)"', dom)

@@ -106,6 +106,22 @@ def test_prefork_tree_is_summed(start: StartServer) -> None:
         assert last(sampler).fds > root.num_fds()
 
 
+def test_prefork_memory_is_pss_so_shared_pages_count_once(start: StartServer) -> None:
+    """Forked workers share the parent's pages: RSS summed over the tree counts them again, PSS once."""
+    server = start("prefork", extra_args=["--processes", "2"])
+    root = psutil.Process(server.pid)
+    wait_until(lambda: len(root.children(recursive=True)) == 2, 10, "2 workers")
+    with Sampler(server.pid, server.port, interval=0.1) as sampler:
+        wait_until(lambda: last(sampler).pss_bytes is not None and last(sampler).threads >= 3, 10, "a PSS reading")
+        sample = last(sampler)
+    tree = [root, *root.children(recursive=True)]
+    pss = sum(p.memory_full_info().pss for p in tree)
+    assert sample.pss_bytes is not None and 0 < sample.pss_bytes < sample.rss_bytes  # shared pages once
+    assert abs(sample.pss_bytes - pss) < 0.2 * pss
+    summary = summarize([sample])
+    assert summary["pss_bytes_max"] == sample.pss_bytes
+
+
 def test_readings_match_proc(start: StartServer) -> None:
     server = start("threaded")
     with clients(server, 20):
@@ -242,6 +258,10 @@ def test_summarize_windows_and_dead_samples() -> None:
     first = summarize(samples, t0=9.5, t1=10.5)
     assert first["samples"] == 1 and first["threads_max"] == 3 and first["died"] is False
     assert summarize([], 0, 1)["samples"] == 0
+    # no live sample: nothing measured, every figure None (never 0)
+    dead = summarize(samples, t0=11.5, t1=12.5)
+    assert dead["samples"] == 1 and dead["died"] is True
+    assert dead["threads_max"] is None and dead["cpu_percent_mean"] is None and dead["rss_bytes_max"] is None
 
 
 def test_cli_prints_samples(start: StartServer, capsys: pytest.CaptureFixture[str]) -> None:

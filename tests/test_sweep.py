@@ -73,6 +73,16 @@ def test_sweep_two_variants_two_levels_writes_cells_and_a_full_report(tmp_path: 
             assert (out / name).exists(), name
         hdr = json.loads((out / cell.files["histograms"]).read_text())
         assert hdr["names"]["message"]["count"] >= cell.messages  # the steady window is part of the run
+        # establish, then measure: the window is the one asked for, after every user's first reply
+        assert cell.window_s == cell.duration_s and cell.users_not_established == 0
+        assert cell.established_at is not None and cell.window_from is not None
+        assert cell.window_from >= cell.established_at + cell.warmup_s
+        assert cell.latency["connect"].count >= cell.users  # every connect of the cell, the ramp included
+        assert cell.spectrum and cell.spectrum[-1][0] == 100.0 and cell.machine is not None
+        window_hgrm = out / cell.files["hgrm_message"]
+        assert window_hgrm.exists() and (out / "raw" / f"{cell.file_stem}.whole-run.message.hgrm").exists()
+        total = re.search(r"TotalCount\s*=\s*([\d.]+)", window_hgrm.read_text())
+        assert total is not None and int(float(total.group(1))) == cell.messages  # the .hgrm covers the window
     threaded = {c.users: c for c in cells if c.variant == "threaded"}
     asyncio_ = {c.users: c for c in cells if c.variant == "asyncio"}
     assert threaded[4].server.threads_max > asyncio_[4].server.threads_max == 1

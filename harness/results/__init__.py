@@ -14,6 +14,7 @@ from harness.results.cells import (
     CellResult,
     GeneratorStats,
     Latency,
+    MachineStats,
     RunManifest,
     ServerStats,
     TimePoint,
@@ -27,6 +28,6 @@ from harness.results.store import write_bytes, write_json, write_new
 
 __all__ = [
     "MANIFEST_NAME", "PERCENTILES", "SCHEMA_VERSION", "STATUSES", "CellResult", "GeneratorStats", "Latency",
-    "ResultError", "RunManifest", "ServerStats", "TimePoint", "load_run", "read_json", "replace_manifest",
+    "MachineStats", "ResultError", "RunManifest", "ServerStats", "TimePoint", "load_run", "read_json", "replace_manifest",
     "write_bytes", "write_cell", "write_json", "write_new",
 ]  # fmt: skip

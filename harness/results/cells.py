@@ -67,23 +67,24 @@ class Latency:
 
 @dataclass(frozen=True, slots=True)
 class ServerStats:
-    """What the sampler saw of the server over the steady window."""
+    """What the sampler saw of the server over the window; None: not measured (no live sample)."""
 
     pid: int | None = None
-    threads_mean: float = 0.0
-    threads_max: int = 0
-    cpu_percent_mean: float = 0.0
-    cpu_percent_max: float = 0.0
-    rss_bytes_max: int = 0
-    fds_max: int = 0
-    connections_mean: float = 0.0
-    connections_max: int = 0
+    threads_mean: float | None = None
+    threads_max: int | None = None
+    cpu_percent_mean: float | None = None
+    cpu_percent_max: float | None = None
+    rss_bytes_max: int | None = None  # summed over the tree: a forked child's shared pages count again
+    fds_max: int | None = None
+    connections_mean: float | None = None
+    connections_max: int | None = None
     samples: int = 0
     died: bool = False
     exit_code: int | None = None
+    pss_bytes_max: int | None = None  # proportional set size summed over the tree: shared pages count once
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], name: str = "server") -> ServerStats:
+    def from_dict(cls, data: Mapping[str, Any], name: str = "server", version: int = 2) -> ServerStats:
         data = F.obj(data, name)
         values: dict[str, Any] = {}
         for key, value in data.items():
@@ -94,11 +95,46 @@ class ServerStats:
                 values[key] = F.optional_integer(value, where)
             elif key == "died":
                 values[key] = F.flag(value, where)
-            elif key in ("threads_mean", "cpu_percent_mean", "cpu_percent_max", "connections_mean"):
-                values[key] = F.number(value, where, low=0)
-            elif key in ("threads_max", "rss_bytes_max", "fds_max", "connections_max", "samples"):
+            elif key == "samples":
                 values[key] = F.integer(value, where)
+            elif key in ("threads_mean", "cpu_percent_mean", "cpu_percent_max", "connections_mean"):
+                values[key] = F.optional_number(value, where, low=0)
+            elif key in ("threads_max", "rss_bytes_max", "fds_max", "connections_max", "pss_bytes_max"):
+                values[key] = F.optional_integer(value, where, low=0)
+        if version < 2 and not values.get("samples"):
+            # version 1 wrote 0 for figures it never measured
+            values = {k: v for k, v in values.items() if k in ("pid", "samples", "died", "exit_code")}
         return cls(**values)
+
+    @property
+    def memory_bytes(self) -> tuple[str, int] | None:
+        """("PSS" or "RSS", bytes): PSS where it was read, so prefork's shared pages count once."""
+        if self.pss_bytes_max is not None:
+            return "PSS", self.pss_bytes_max
+        return ("RSS", self.rss_bytes_max) if self.rss_bytes_max is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineStats:
+    """The whole machine's CPU over the window (every process: server, generator, others)."""
+
+    cores: int = 0
+    busy_percent_mean: float | None = None  # mean over cores and seconds, 100 = every core busy
+    idle_percent_min: float | None = None  # the least idle second (mean over cores)
+    per_core_busy_mean: tuple[float, ...] = ()
+    samples: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: str = "machine") -> MachineStats:
+        data = F.obj(data, name)
+        per_core = _list(data.get("per_core_busy_mean", ()), f"{name}.per_core_busy_mean")
+        return cls(
+            cores=F.integer(data.get("cores", 0), f"{name}.cores"),
+            busy_percent_mean=F.optional_number(data.get("busy_percent_mean"), f"{name}.busy_percent_mean", low=0),
+            idle_percent_min=F.optional_number(data.get("idle_percent_min"), f"{name}.idle_percent_min", low=0),
+            per_core_busy_mean=tuple(F.number(v, f"{name}.per_core_busy_mean", low=0) for v in per_core),
+            samples=F.integer(data.get("samples", 0), f"{name}.samples"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +179,8 @@ class TimePoint:
     rss_bytes: int | None = None
     connections: int | None = None
     failures: int = 0
+    p50_us: float | None = None
+    machine_busy_percent: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "timeline") -> TimePoint:
@@ -156,7 +194,20 @@ class TimePoint:
             rss_bytes=F.optional_integer(data.get("rss_bytes"), f"{name}.rss_bytes", low=0),
             connections=F.optional_integer(data.get("connections"), f"{name}.connections", low=0),
             failures=F.integer(data.get("failures", 0), f"{name}.failures"),
+            p50_us=F.optional_number(data.get("p50_us"), f"{name}.p50_us", low=0),
+            machine_busy_percent=F.optional_number(data.get("machine_busy_percent"), f"{name}.machine_busy_percent", low=0),
         )
+
+
+#: Latency names a version-1 cell had that version 2 folds: v1's `connect` was the window
+#: only and `connect_all` the whole cell; version 2's `connect` is the whole cell.
+def _v1_latency(latency: dict[str, Latency]) -> dict[str, Latency]:
+    latency = dict(latency)
+    whole = latency.pop("connect_all", None)
+    latency.pop("connect", None)
+    if whole is not None:
+        latency["connect"] = whole
+    return latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +222,15 @@ class CellResult:
     ended_at: float
     warmup_s: float
     duration_s: float
-    throughput: float = 0.0  # messages/s over the steady window
+    throughput: float = 0.0  # messages/s over the window: the achieved rate (``rate`` is the asked one)
     messages: int = 0
     rate: float | None = None  # asked-for messages/s (open loop), None for closed loop
     workers: int = 0
     latency: dict[str, Latency] = field(default_factory=dict)
-    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count, steady window
-    failures_total: dict[str, dict[str, int]] = field(default_factory=dict)  # the whole cell, warm-up included
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> class -> count, the window
+    failures_total: dict[str, dict[str, int]] = field(default_factory=dict)  # the whole cell, ramp included
     server: ServerStats = field(default_factory=ServerStats)
-    kernel: dict[str, int] = field(default_factory=dict)
+    kernel: dict[str, int | None] = field(default_factory=dict)  # None: the counter could not be read
     generator: GeneratorStats = field(default_factory=GeneratorStats)
     timeline: tuple[TimePoint, ...] = ()
     commands: tuple[tuple[str, ...], ...] = ()
@@ -188,6 +239,15 @@ class CellResult:
     run_id: str = ""
     #: What happened to the server during the cell that its figures do not show (a worker died and was replaced).
     notes: tuple[str, ...] = ()
+    # version 2 (None in version-1 files)
+    window_s: float | None = None  # the whole seconds the window's figures cover, as measured
+    window_from: float | None = None  # epoch second the window began
+    established_at: float | None = None  # every user had had its first reply
+    users_not_established: int | None = None  # users with no reply yet when the cell stopped
+    spectrum: tuple[tuple[float, float], ...] = ()  # (percentile, message µs) over the window
+    machine: MachineStats | None = None
+    generator_bound: str | None = None  # why the figures describe the generator, with the deciding figure
+    workers_missing_final: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -195,13 +255,19 @@ class CellResult:
 
     @property
     def errors(self) -> int:
-        """Every failure of every request name in the steady window."""
+        """Failures of every request name over the whole cell, ramp and stop included: what ``errors`` means
+        everywhere (checks, tables, findings)."""
+        return sum(sum(by_class.values()) for by_class in self.failures_total.values())
+
+    @property
+    def errors_in_window(self) -> int:
+        """Failures of every request name in the measured window only."""
         return sum(sum(by_class.values()) for by_class in self.failures.values())
 
     @property
     def total_errors(self) -> int:
-        """Every failure of the whole cell, warm-up included (what ``errors==0`` means)."""
-        return sum(sum(by_class.values()) for by_class in self.failures_total.values())
+        """The same as :attr:`errors` (the older name)."""
+        return self.errors
 
     @property
     def file_stem(self) -> str:
@@ -214,7 +280,7 @@ class CellResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
         """Every field checked for type and range; a bad one is a one-line ResultError naming it."""
-        check_header(data, CELL_KIND)
+        version = check_header(data, CELL_KIND)
 
         def req(key: str) -> Any:
             return F.get(data, key, "")
@@ -224,6 +290,9 @@ class CellResult:
         if not isinstance(commands, (list, tuple)):
             F.fail("commands", "expected a list of lists of strings")
         files = F.obj(data.get("files", {}), "files")
+        lat = {F.text(k, "latency"): Latency.from_dict(v, f"latency.{k}") for k, v in latency.items()}
+        machine = data.get("machine")
+        spectrum = _list(data.get("spectrum", ()), "spectrum")
         return cls(
             variant=F.safe_name(req("variant"), "variant"),
             users=F.integer(req("users"), "users", low=1),
@@ -237,11 +306,12 @@ class CellResult:
             messages=F.integer(data.get("messages", 0), "messages"),
             rate=F.optional_number(data.get("rate"), "rate", low=0),
             workers=F.integer(data.get("workers", 0), "workers"),
-            latency={F.text(k, "latency"): Latency.from_dict(v, f"latency.{k}") for k, v in latency.items()},
+            latency=_v1_latency(lat) if version < 2 else lat,
             failures=F.failures(data.get("failures", {}), "failures"),
             failures_total=F.failures(data.get("failures_total", {}), "failures_total"),
-            server=ServerStats.from_dict(data.get("server", {})),
-            kernel=F.counts(data.get("kernel", {}), "kernel", low=-F.MAX_INT),
+            server=ServerStats.from_dict(data.get("server", {}), version=version),
+            kernel={F.text(k, "kernel"): F.optional_integer(v, f"kernel.{k}")
+                    for k, v in F.obj(data.get("kernel", {}), "kernel").items()},
             generator=GeneratorStats.from_dict(data.get("generator", {})),
             timeline=tuple(TimePoint.from_dict(p, f"timeline[{i}]") for i, p in enumerate(_list(data.get("timeline", ()), "timeline"))),
             commands=tuple(F.texts(c, f"commands[{i}]") for i, c in enumerate(commands)),
@@ -249,7 +319,22 @@ class CellResult:
             error=F.optional_text(data.get("error"), "error"),
             run_id=F.safe_name(data.get("run_id", ""), "run_id", empty=True),
             notes=F.texts(data.get("notes", ()), "notes"),
+            window_s=F.optional_number(data.get("window_s"), "window_s", low=0),
+            window_from=F.optional_number(data.get("window_from"), "window_from"),
+            established_at=F.optional_number(data.get("established_at"), "established_at"),
+            users_not_established=F.optional_integer(data.get("users_not_established"), "users_not_established", low=0),
+            spectrum=tuple(_point(p, f"spectrum[{i}]") for i, p in enumerate(spectrum)),
+            machine=MachineStats.from_dict(machine) if machine is not None else None,
+            generator_bound=F.optional_text(data.get("generator_bound"), "generator_bound"),
+            workers_missing_final=F.texts(data.get("workers_missing_final", ()), "workers_missing_final"),
         )
+
+
+def _point(value: Any, name: str) -> tuple[float, float]:
+    pair = _list(value, name)
+    if len(pair) != 2:
+        F.fail(name, "expected [percentile, microseconds]")
+    return F.number(pair[0], name, low=0), F.number(pair[1], name, low=0)
 
 
 def _list(value: Any, name: str) -> list[Any] | tuple[Any, ...]:

@@ -12,9 +12,14 @@ from typing import Any
 # The format's history (bump it with a loader for the older version):
 #   1 - first format: cells (swarmbench.cell), manifest (swarmbench.run),
 #       histogram files (swarmbench.histograms)
-SCHEMA_VERSION = 1
+#   2 - establish, then measure: cells carry established_at, window_s, users_not_established,
+#       spectrum, machine CPU and generator_bound; `connect` covers the whole cell (v1's
+#       `connect_all`; v1's window-only `connect` is dropped on reading); server and kernel
+#       figures that were not measured are null (v1 wrote 0); histogram files carry the phases.
+#       Version-1 files are read with every new field None.
+SCHEMA_VERSION = 2
 #: Versions this Swarmbench reads.
-READABLE_VERSIONS = frozenset({1})
+READABLE_VERSIONS = frozenset({1, 2})
 
 CELL_KIND = "swarmbench.cell"
 RUN_KIND = "swarmbench.run"

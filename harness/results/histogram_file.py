@@ -150,6 +150,15 @@ class HistogramFile:
     names: Mapping[str, Latency] = field(default_factory=dict)  # whole run, per request name
     failures: Failures = field(default_factory=dict)  # whole run
     intervals: tuple[Interval, ...] = ()
+    # the phases (harness.user.steady); None in files written before them (schema 1)
+    established_at: float | None = None  # every user had its first reply (time.time())
+    measure_from: float | None = None  # the window's start: establishment (or its deadline) + settle
+    users_established: int | None = None
+    users_not_established: int | None = None  # at the stop
+    establish_timeout: float | None = None
+    settle_s: float | None = None
+    window_planned_s: float | None = None  # None: Locust's -t ended the run
+    workers_missing_final: tuple[str, ...] = ()  # workers whose final report never came
 
     def to_dict(self, stem: str = "") -> dict[str, Any]:
         names = {}
@@ -171,6 +180,14 @@ class HistogramFile:
             "names": names,
             "failures": self.failures,
             "intervals": [{"t": iv.t, "histograms": dict(iv.histograms), "failures": iv.failures} for iv in self.intervals],
+            "established_at": self.established_at,
+            "measure_from": self.measure_from,
+            "users_established": self.users_established,
+            "users_not_established": self.users_not_established,
+            "establish_timeout": self.establish_timeout,
+            "settle_s": self.settle_s,
+            "window_planned_s": self.window_planned_s,
+            "workers_missing_final": list(self.workers_missing_final),
         }
 
     def to_json(self, stem: str = "") -> bytes:
@@ -196,6 +213,14 @@ class HistogramFile:
                              _failures(row.get("failures") or {}))
                     for row in data.get("intervals") or ()
                 ),
+                established_at=_optional(data.get("established_at")),
+                measure_from=_optional(data.get("measure_from")),
+                users_established=_optional_count(data.get("users_established")),
+                users_not_established=_optional_count(data.get("users_not_established")),
+                establish_timeout=_optional(data.get("establish_timeout")),
+                settle_s=_optional(data.get("settle_s")),
+                window_planned_s=_optional(data.get("window_planned_s")),
+                workers_missing_final=tuple(str(w) for w in data.get("workers_missing_final") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ResultError(f"malformed histogram file: {exc.__class__.__name__}: {exc}") from None
@@ -251,6 +276,14 @@ def _setting(value: Any, default: float) -> float:
 
 def _optional(value: Any) -> float | None:
     return None if value is None else _finite(value)
+
+
+def _optional_count(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"not a count: {str(value)[:40]!r}")
+    return value
 
 
 def _failures(data: Mapping[str, Any]) -> Failures:

@@ -22,6 +22,7 @@ import math
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.host import raise_nofile_limit
+from harness.machine import SATURATED_PERCENT  # the generator-health thresholds live together
 from harness.results.cells import GeneratorStats
 from harness.results.histogram_file import LoadSettings
 from harness.target import parse_host
@@ -37,16 +39,18 @@ from harness.user.generator_health import CpuMonitor, LoopLagProbe
 from harness.user.options import DEFAULT_HOST, add_arguments, scenario_options
 from harness.user.recorder import Recorder, WorkerRecorder
 from harness.user.source_addresses import SourcePool, auto_count
+from harness.user.steady import ESTABLISHED_MESSAGE, STOP_AT_MESSAGE, Steady, phase_options, record_unanswered
+from harness.user.steady import add_arguments as add_phase_arguments
 from harness.user.watchdog import Watchdog
 
 LOG = logging.getLogger("swarmbench")
 
-#: A process above this share of one core is saturated: its figures describe the generator.
-SATURATED_PERCENT = 90.0
 #: Between two steps of the once-a-second flush: long enough to be a timer (the loop polls sockets).
 FLUSH_PAUSE = 0.0001
 #: A worker flushes its open second this often (in steps), so a report's own flush is small.
 WORKER_FLUSH_PERIOD = 0.1
+#: A message in flight longer than this when the run stops counts as unanswered.
+STALLED_S = 1.0
 
 
 class Role(enum.Enum):
@@ -94,6 +98,8 @@ class Run:
         self.lag = LoopLagProbe(self.recorder.buffer("loop_lag").append) if role.runs_users else None
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
+        self.unanswered_recorded = False
+        self.steady = Steady(self)
 
     def _local_users(self) -> int:
         runner = getattr(self.environment, "runner", None)
@@ -128,10 +134,18 @@ class Run:
             for _ in self.recorder.flush_steps(int(time.time())):
                 gevent.sleep(FLUSH_PAUSE)
 
+    def mark_stopping(self) -> None:
+        if self.stopping_at is None:
+            self.stopping_at = self.cpu.steady_until = time.time()
+            self.steady.snapshot()
+            record_unanswered(self.watchdog.clients, self.recorder.buffer("unanswered").append, STALLED_S)
+            self.unanswered_recorded = True
+
     def stop(self) -> None:
         if self.stopped:
             return
         self.stopped = True
+        self.steady.kill()
         self.rotator.kill(block=False)  # between steps: flush() below finishes its work
         self.watchdog.stop()
         if self.lag is not None:
@@ -177,6 +191,13 @@ class Run:
             started_at=self.started_at, ended_at=self.ended_at or time.time(), spawned_at=self.spawned_at,
             stopping_at=self.stopping_at, options=settings, generator=self.generator(),
         )  # fmt: skip
+        steady = self.steady
+        model = replace(
+            model, established_at=steady.established_at, measure_from=steady.measure_from,
+            users_established=steady.total_at_stop(), users_not_established=steady.not_established(),
+            establish_timeout=steady.timeout, settle_s=steady.settle, window_planned_s=steady.window or None,
+            workers_missing_final=steady.missing_final,
+        )  # fmt: skip
         self.recorder.write(path, model)
 
 
@@ -196,6 +217,11 @@ class Plugin:
             ev.report_to_master.add_listener(self.on_report_to_master)
         if role is Role.MASTER:
             ev.worker_report.add_listener(self.on_worker_report)
+        runner = getattr(environment, "runner", None)
+        if runner is not None and role is Role.MASTER:
+            runner.register_message(ESTABLISHED_MESSAGE, self.on_established_message)
+        elif runner is not None and role is Role.WORKER:
+            runner.register_message(STOP_AT_MESSAGE, self.on_stop_at_message)
 
     def current_run(self) -> Run:
         """The run users record into (one is made when Locust is driven without test_start)."""
@@ -223,6 +249,7 @@ class Plugin:
         if self.role is Role.MASTER and environment.parsed_options is not None:
             # a custom option travels to the workers with every spawn message
             environment.parsed_options.swarmbench_users = environment.runner.target_user_count
+        run.steady.start()
 
     def on_spawning_complete(self, user_count: int = 0, **_kw: Any) -> None:
         run = self.run
@@ -231,12 +258,24 @@ class Plugin:
             run.users = max(run.users, int(user_count or 0))
 
     def on_test_stopping(self, **_kw: Any) -> None:
-        if self.run is not None and self.run.stopping_at is None:
-            self.run.stopping_at = self.run.cpu.steady_until = time.time()
+        if self.run is not None:
+            self.run.mark_stopping()
+            if self.role is Role.MASTER:  # Locust's quit does not stop workers before its last 0.5 s
+                self.run.steady.announce_stop(time.time())
+
+    def on_established_message(self, environment: Any = None, msg: Any = None, **_kw: Any) -> None:
+        if self.run is not None and msg is not None and isinstance(msg.data, dict):
+            self.run.steady.on_remote_count(str(msg.node_id), int(msg.data.get("count", 0)))
+
+    def on_stop_at_message(self, environment: Any = None, msg: Any = None, **_kw: Any) -> None:
+        if self.run is not None and msg is not None and isinstance(msg.data, dict):
+            self.run.steady.on_stop_at(float(msg.data["stop_at"]))
 
     def on_test_stop(self, **_kw: Any) -> None:
         if self.run is None:
             return
+        if self.role is Role.MASTER:
+            self.run.steady.await_finals()  # before Locust sends "quit": every worker's last report
         self.run.stop()
         if self.role is Role.WORKER:
             # the last recordings go at once, not at the next periodic report (up to 3 s later)
@@ -251,7 +290,11 @@ class Plugin:
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         run = self.run
         if run is not None and isinstance(run.recorder, WorkerRecorder):
-            data["swarmbench"] = {"report": run.recorder.take_report(), "cpu": run.cpu.summary()}
+            data["swarmbench"] = {
+                "report": run.recorder.take_report(), "cpu": run.cpu.summary(),
+                "established": run.steady.established if run.steady.at_stop is None else run.steady.at_stop,
+                "final": run.stopped,  # everything this worker will record is in this report
+            }  # fmt: skip
 
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         run = self.run
@@ -260,6 +303,10 @@ class Plugin:
             return
         run.recorder.merge_report(payload["report"])
         run.remote_cpu[client_id] = payload["cpu"]
+        run.steady.on_remote_count(client_id, int(payload.get("established", 0)))
+        if payload.get("final"):
+            run.steady.on_final_count(client_id, int(payload.get("established", 0)))
+            run.steady.finals.add(client_id)
 
         if run.stopped and run.recorder.changed:
             self.write(final=False)  # a late report (after the master stopped): keep the file whole
@@ -323,6 +370,7 @@ def fail(message: str) -> None:
 
 
 events.init_command_line_parser.add_listener(add_arguments)
+events.init_command_line_parser.add_listener(add_phase_arguments)
 
 
 @events.init.add_listener
@@ -333,6 +381,7 @@ def _on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
         return
     try:
         scenario_options(environment.parsed_options)
+        phase_options(environment.parsed_options)
         hosts = {environment.host} if environment.host else {u.host for u in environment.user_classes}
         for host in hosts:
             parse_host(host or DEFAULT_HOST)

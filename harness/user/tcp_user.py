@@ -19,12 +19,11 @@ from harness.target import parse_host
 from harness.user.client import TcpClient
 from harness.user.options import DEFAULT_HOST, ScenarioOptions, scenario_options
 from harness.user.pacing import Pacer
-from harness.user.plugin import Run, plugin_of
+from harness.user.plugin import STALLED_S, Run, plugin_of
 from harness.user.stats import StatsReporter
 
 LOG = logging.getLogger("swarmbench")
-#: A message in flight longer than this when the run stops counts as unanswered.
-STALLED_S = 1.0
+__all__ = ["STALLED_S", "TcpUser"]
 
 
 class TcpUser(User):
@@ -48,6 +47,8 @@ class TcpUser(User):
         self.pacer: Pacer | None = None
         self._backoff = self.backoff_min
         self._in_phase = True
+        self._established = False  # had its first reply (the window waits for every user's)
+        self._connecting = 0  # perf_counter_ns when the current connect() began; 0 when not connecting
 
     def _setup(self) -> None:
         """Options and host, checked in a task (a bad value from the web UI: one log line, user stops)."""
@@ -75,9 +76,11 @@ class TcpUser(User):
         """Connect, retrying with bounded exponential backoff; returns once connected."""
         if self.client is None:
             self._setup()
+        self._connecting = perf_counter_ns()
         while not self.client.connect():
             gevent.sleep(self._backoff * random.uniform(0.5, 1.0))
             self._backoff = min(self._backoff * 2, self.backoff_max)
+        self._connecting = 0
         self._backoff = self.backoff_min
         if self.pacer is not None:
             self.pacer.resume()
@@ -85,6 +88,16 @@ class TcpUser(User):
     def send_messages(self, count: int | None = None) -> bool:
         """``count`` messages (default ``--messages-per-session``), open or closed loop."""
         count = self.options.messages_per_session if count is None else count
+        if not self._established and count > 0:
+            # the first reply on its own: the run's window waits for every user's (harness.user.steady)
+            if not self._send(1):
+                return False
+            self._established = True
+            self.run.steady.user_established()
+            count -= 1
+        return self._send(count) if count > 0 else True
+
+    def _send(self, count: int) -> bool:
         if self.pacer is not None:
             return self.client.messages(count, self.payload, self.pacer)
         think = self.options.think_time
@@ -111,11 +124,16 @@ class TcpUser(User):
 
         A message still unanswered after ``STALLED_S`` is recorded (HDR only, as ``unanswered``,
         with its wait so far): a server that leaves users unserved must not look fast just
-        because the messages it never answered are in no latency figure.
+        because the messages it never answered are in no latency figure. A connect still
+        in progress is recorded as ``connect_pending``, with its wait so far (retries included).
         """
         client = self.client
+        if self._connecting and client is not None and not client.connected:
+            waited = perf_counter_ns() - self._connecting
+            client.recorder.buffer("connect_pending").append(waited // 1000)
+            self._connecting = 0
         if client is not None and client.connected:
-            if client.busy:
+            if client.busy and not self.run.unanswered_recorded:  # else counted as the run began to stop
                 waited = perf_counter_ns() - client.busy
                 if waited > STALLED_S * 1e9:
                     client.recorder.buffer("unanswered").append(waited // 1000)
