@@ -262,5 +262,5 @@ def test_ipv6_loopback_as_target_without_pid_says_server_figures_are_not_availab
     assert "server figures not available: no --pid" in html
     lines = (out / "summary.csv").read_text().splitlines()
     header, values = lines[0].split(","), next(line for line in lines if line.startswith("target,")).split(",")
-    for column in ("threads_max", "cpu_percent_mean", "rss_mib_max"):
+    for column in ("threads_max", "cpu_percent_mean", "memory_mib_max"):
         assert values[header.index(column)] == "", (column, values)  # missing, never 0

@@ -416,8 +416,9 @@ def test_figures_a_cell_never_measured_are_dashes_not_zeros() -> None:
 
     never_ran = CellResult("threaded", 5, "chat", "failed", T0, T0, 1.0, 3.0, error="scenario raised at import")
     texts = row_cells(row_for(never_ran))
-    # Ops/sec, latency, connect, failures, threads, CPU, RSS: none measured
-    assert texts[2:12] == ("-",) * 10, texts
+    # Ops/sec, window, latency, connect, errors, establishment, threads, CPU, memory: none measured;
+    # the asked rate is the sweep's setting (closed loop), not a measurement
+    assert texts[2] == "-" and texts[3] == "closed" and texts[4:15] == ("-",) * 11, texts
 
 
 def test_a_worker_that_died_during_the_cell_is_noted_and_shown(tmp_path: Path) -> None:

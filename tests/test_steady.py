@@ -45,9 +45,10 @@ V1_CELL: dict[str, Any] = {
     "status": "ok", "started_at": 1000.0, "ended_at": 1010.0, "warmup_s": 3.0, "duration_s": 4.0,
     "throughput": 100.0, "messages": 300, "rate": None, "workers": 0,
     "latency": {
-        "message": {"count": 300, "p50_us": 100, "p99_us": 900},
+        "message": {"count": 300, "p50_us": 100, "p99_us": 900, "min_us": 50, "max_us": 2000, "mean_us": 150.0, "p90_us": 500, "p95_us": 700, "p999_us": 1500, "p9999_us": 2000},
         "connect": {"count": 0},  # v1: the steady window only
-        "connect_all": {"count": 10, "p50_us": 80, "p99_us": 1200},  # v1: the whole cell
+        "connect_all": {"count": 10, "p50_us": 80, "p99_us": 1200, "min_us": 50, "max_us": 1200, "mean_us": 300.0,
+                        "p90_us": 1000, "p95_us": 1100, "p999_us": 1200, "p9999_us": 1200},  # v1: the whole cell
     },
     "failures": {}, "failures_total": {"message": {"ReplyTimeout": 2}},
     "server": {"pid": 1, "threads_mean": 0.0, "threads_max": 0, "rss_bytes_max": 0, "samples": 0},
