@@ -120,6 +120,10 @@ def write_run(directory: Path, run_id: str = "run-a", slow: dict[str, float] | N
     return directory
 
 
+#: Drawing every plot with matplotlib takes seconds: these are outside the fast tier.
+RENDERS = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_run(tmp_path_factory.mktemp("results") / "run-a")
@@ -142,6 +146,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@RENDERS
 def test_every_plot_is_a_png(report: Path) -> None:
     plots = report.parent / "plots"
     names = {p.stem for p in plots.glob("*.png")}
@@ -153,6 +158,7 @@ def test_every_plot_is_a_png(report: Path) -> None:
         assert width > 200 and height > 200, path.name
 
 
+@RENDERS
 def test_html_embeds_every_image_and_nothing_external(report: Path) -> None:
     html = report.read_text()
     uris = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
@@ -229,6 +235,7 @@ def test_trouble_findings(run_dir: Path) -> None:
     assert by_kind["headline"].users == 100 and by_kind["headline"].text.startswith("At 100 users: asyncio")
 
 
+@RENDERS
 def test_summary_csv_and_table(report: Path, run_dir: Path) -> None:
     with open(report.parent / "summary.csv", newline="") as f:
         rows = {(r["variant"], int(r["users"])): r for r in csv.DictReader(f)}
@@ -250,6 +257,7 @@ def test_summary_csv_and_table(report: Path, run_dir: Path) -> None:
     assert text[2 + 3].split()[:9] == ["threaded", "500", "9,500", "closed", "8", "30.000", "25.000", "85.000", "136.000"]
 
 
+@RENDERS
 def test_compare_flags_the_slowed_variant(run_dir: Path, comparison_html: Path) -> None:
     slower = comparison_html.parent
     comp = compare_runs(run_dir, slower)
@@ -292,6 +300,7 @@ def test_bad_folders_raise_result_error(tmp_path: Path, capsys: pytest.CaptureFi
         assert err.count("\n") == 1 and "error" in err, err
 
 
+@RENDERS
 def test_main_builds_a_report_of_a_run_without_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "bare"
     folder.mkdir()
@@ -335,6 +344,7 @@ def dump_dom(exe: str, page: Path, profile: Path) -> str:
     return out.decode("utf-8", errors="replace")
 
 
+@RENDERS
 @pytest.mark.timeout(240)
 def test_report_renders_in_headless_chromium(report: Path, comparison_html: Path, tmp_path: Path) -> None:
     exe = chromium()
@@ -373,6 +383,7 @@ def test_users_left_waiting_at_the_stop_fail_the_slo_and_are_named(run_dir: Path
 
 # -- hostile text, concurrent builds, missing figures, server notes ---------------------------------------
 
+@RENDERS
 def test_csv_fields_that_could_start_a_formula_are_quoted(tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -421,6 +432,7 @@ def test_figures_a_cell_never_measured_are_dashes_not_zeros() -> None:
     assert texts[2] == "-" and texts[3] == "closed" and texts[4:15] == ("-",) * 11, texts
 
 
+@RENDERS
 def test_a_worker_that_died_during_the_cell_is_noted_and_shown(tmp_path: Path) -> None:
     from dataclasses import replace
 
