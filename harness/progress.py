@@ -20,11 +20,15 @@ from harness.sweep import SweepConfig, SweepProgress
 def cell_line(cell: CellResult) -> str:
     msg = cell.latency.get("message")
     p99 = f"p99 {msg.p99_us / 1000:.3f} ms" if msg and msg.count else "p99 -"
-    mark = " [generator-saturated]" if cell.generator.saturated else ""
+    bound = cell.generator_bound or ("a Locust process saturated" if cell.generator.saturated else None)
+    mark = f" [generator-bound: {bound}]" if bound else ""
     error = f" ({cell.error})" if cell.error else ""
+    threads = "-" if cell.server.threads_max is None else cell.server.threads_max
+    window = "" if cell.window_s is None else f"  window {cell.window_s:g} s"
+    asked = f" of {cell.rate:,.0f} asked" if cell.rate else ""
     return (
-        f"{cell.variant:>10} u={cell.users:<6} {cell.status:<12} {cell.throughput:>10.0f} msg/s  {p99}  "
-        f"errors {cell.total_errors}  threads max {cell.server.threads_max}{mark}{error}"
+        f"{cell.variant:>10} u={cell.users:<6} {cell.status:<12} {cell.throughput:>10.0f} msg/s{asked}  {p99}  "
+        f"errors {cell.errors}  threads max {threads}{window}{mark}{error}"
     )
 
 
