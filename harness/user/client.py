@@ -199,6 +199,8 @@ class TcpClient:
                     self._broken(intended, failure)
                     return False
                 self._failure("message", intended, failure)  # an error reply: the session goes on
+                if think and pacer is None:
+                    sleep(think)
                 continue
             elapsed = (t1 - intended) // 1000
             rec_message(elapsed)
