@@ -16,8 +16,13 @@ the client's CPU (user+sys) from /proc at its two ends, its messages from its
 per-second counts (Locust's: the --hdr-file's per-second histograms), the
 server tree's CPU% from harness.server_sampler, and the machine's busy CPU.
 
+Then (bench/open_loop.py) the open loop at ``--open-rates`` over 100 users
+(achieved vs asked, send_lag p99) and the highest rate one process holds within
+1%, and each protocol profile's CPU per message as a ratio of chat's.
+
     python bench/bench_generator.py [--duration 3] [--repeat 3] [--connections 1,10,100]
                                     [--server "asyncio --loop uvloop"] [--messages-per-session 0]
+                                    [--open-rates 20000,40000] [--no-ceiling] [--no-profiles]
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ DEFAULT_SERVER = "asyncio --loop uvloop"
 NEVER = 10**9  # messages per session meaning "no reconnects"
 SETTLE_S = 0.5  # after the last connection, before the window's first whole second
 SATURATED = 90.0  # % of a core
-TARGET_CPU, TARGET_RATE, TARGET_LEVELS = 1.15, 0.85, (10, 100)
+TARGET_CPU, TARGET_RATE, TARGET_LEVELS = 1.10, 0.90, (10, 100)
 
 
 # -- the bare clients (each runs in a child process: --client KIND); SIGTERM ends them ----------
@@ -217,15 +222,19 @@ def _message_count(row: Interval) -> int:
     return HdrHistogram.decode(encoded).get_total_count() if encoded else 0
 
 
-def measure(kind: str, server: RunningServer, conns: int, duration: int, per_session: int, tmp: Path) -> Figure:
-    """Start one client, wait for its connections, measure a window of whole seconds, stop it."""
+def measure(kind: str, server: Any, conns: int, duration: int, per_session: int, tmp: Path,
+            extra: tuple[str, ...] = ()) -> Figure:
+    """Start one client, wait for its connections, measure a window of whole seconds, stop it.
+
+    ``server``: a RunningServer or anything with its ``url``, ``port`` and ``pid``; ``extra``: Locust's options.
+    """
     out, hdr = tmp / f"{kind}-{conns}.out", tmp / f"{kind}-{conns}.json"
     bound = 30 + SETTLE_S + duration  # only a safety bound: the window is timed here
     if kind == "locust":
         argv = [sys.executable, "-m", "locust", "-f", str(ROOT / "scenarios" / "chat.py"), "--headless",
                 "--host", server.url, "-u", str(conns), "-r", str(conns), "-t", f"{bound:.0f}s",
                 "--messages-per-session", str(per_session), "--message-size", str(len(PAYLOAD)),
-                "--hdr-file", str(hdr), "--only-summary", "--loglevel", "ERROR", "--stop-timeout", "2"]  # fmt: skip
+                "--hdr-file", str(hdr), "--only-summary", "--loglevel", "ERROR", "--stop-timeout", "2", *extra]  # fmt: skip
     else:
         argv = [sys.executable, str(Path(__file__).resolve()), "--client", kind, "--port", str(server.port),
                 "--connections", str(conns), "--messages-per-session", str(per_session),
@@ -358,6 +367,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"variant and its options (default {DEFAULT_SERVER!r})")
     p.add_argument("--messages-per-session", type=int, default=0,
                    help="every client quits and reconnects after this many messages (default 0: never)")
+    p.add_argument("--open-rates", default="20000,40000",
+                   help="open loop: comma-separated msg/s over 100 users (default 20000,40000; empty: none)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the search for the highest rate held")
+    p.add_argument("--no-profiles", action="store_true", help="skip the protocol profiles' costs")
     p.add_argument("--client", choices=("gevent", "asyncio"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -374,6 +387,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--connections: comma-separated integers, not {args.connections!r}")
     if not args.levels or not all(1 <= c <= 1000 for c in args.levels):
         p.error("--connections: each count must be 1..1000")
+    try:
+        args.rates = [float(r) for r in args.open_rates.split(",") if r.strip()]
+    except ValueError:
+        p.error(f"--open-rates: comma-separated msg/s, not {args.open_rates!r}")
+    if not all(100 <= r <= 1_000_000 for r in args.rates):
+        p.error("--open-rates: each rate must be 100..1000000 msg/s")
     if args.client and not 0 < args.port < 65536:
         p.error("--port must be 1..65535")
     from server.__main__ import build_parser
@@ -418,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {conns:>4} conns, rep {rep + 1}/{args.repeat}, {f.flavour:<7} {f.rate:>9,.0f} msg/s "
                               f"{f.cpu_us:>6.1f} us/msg  client {f.client_pct:>3.0f}%  server {f.server_pct:>3.0f}%  "
                               f"others {max(f.machine_pct - f.client_pct - f.server_pct, 0):>3.0f}%", flush=True)  # fmt: skip
+        report(results, cores)
+        from open_loop import extras  # bench/open_loop.py: the open loop and the profiles
+
+        extras(args, server, measure, spread, NEVER)
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError, psutil.Error) as exc:
         print(f"error: a measurement failed: {exc}", file=sys.stderr)
         return 1
@@ -426,7 +449,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         server.stop()
-    report(results, cores)
     return 0
 
 

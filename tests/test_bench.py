@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 pytestmark = pytest.mark.slow
 
@@ -16,15 +17,32 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        capture_output=True, text=True, timeout=170, cwd=ROOT,  # below pytest's own 180 s
     )  # fmt: skip
 
 
 def test_generator_bench_prints_its_ratios() -> None:
-    result = run("bench_generator.py", "--connections", "10", "--repeat", "1", "--duration", "1")
+    result = run("bench_generator.py", "--connections", "10", "--repeat", "1", "--duration", "2",
+                 "--open-rates", "2000", "--no-ceiling")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cpu/gevent" in result.stdout and "rate/gevent" in result.stdout
     assert "10 conns: cpu" in result.stdout
+    assert "asked     2,000/s  achieved" in result.stdout  # the open loop
+    for profile in ("chat", "line"):  # redis too where redis-server is installed
+        assert any(line.startswith(profile) and line.endswith("x") for line in result.stdout.splitlines()), profile
+
+
+def test_generator_bench_refuses_a_bad_rate_in_one_line() -> None:
+    result = run("bench_generator.py", "--open-rates", "fast")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_redis_bench_prints_its_ratios() -> None:
+    if not shutil.which("redis-server") or not shutil.which("redis-benchmark"):
+        pytest.skip("redis-server and redis-benchmark are not installed")
+    result = run("bench_redis.py", "--connections", "1", "--duration", "2", "--repeat", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rate ratio" in result.stdout and "p50 ratio" in result.stdout
 
 
 def test_generator_bench_refuses_bad_arguments_in_one_line() -> None:

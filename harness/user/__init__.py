@@ -9,26 +9,28 @@
   generator's CPU and loop lag; :mod:`~harness.user.plugin` and :mod:`~harness.user.options`: Locust's
   events and command-line options.
 
-Scenarios import from here only.
+Scenarios import from here only (``from harness.user import TcpUser``).
 """
 
-from harness.user.client import TcpClient
-from harness.user.failures import (
-    ClosedByServer,
-    ConnectFailed,
-    ConnectRefused,
-    ConnectTimeout,
-    ReplyTimeout,
-    ResetByServer,
-    SocketFailure,
-    TcpFailure,
-    UnexpectedReply,
-    classify,
-)
-from harness.user.pacing import Pacer
-from harness.user.tcp_user import TcpUser
+from __future__ import annotations
 
-__all__ = [
-    "ClosedByServer", "ConnectFailed", "ConnectRefused", "ConnectTimeout", "Pacer", "ReplyTimeout", "ResetByServer",
-    "SocketFailure", "TcpClient", "TcpFailure", "TcpUser", "UnexpectedReply", "classify",
-]  # fmt: skip
+from importlib import import_module
+from typing import Any
+
+#: Where each name lives; imported on first use (PEP 562), so that ``harness.user.profiles``
+#: and ``harness.user.failures`` can be imported without Locust or gevent (by harness.cli).
+_HOME = {
+    "TcpClient": "client", "TcpUser": "tcp_user", "Pacer": "pacing", "Profile": "profiles", "PROFILES": "profiles",
+    **{name: "failures" for name in (
+        "ClosedByServer", "ConnectFailed", "ConnectRefused", "ConnectTimeout", "ReplyTimeout", "ResetByServer",
+        "ServerError", "SocketFailure", "TcpFailure", "TlsFailure", "UnexpectedReply", "classify",
+    )},
+}  # fmt: skip
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.user' has no attribute {name!r}")
+    return getattr(import_module(f"harness.user.{module}"), name)

@@ -1,11 +1,18 @@
-"""The timed TCP client of the chat protocol: every call is timed and reported to Locust.
+"""The timed TCP client: every call is timed and reported to Locust; the protocol is a profile's.
 
 Follows Locust's recipe for other protocols (its custom XML-RPC client): a
 wrapper on a plain ``socket`` (gevent makes it cooperative) that times each call
 with ``perf_counter_ns`` and fires the ``request`` event. Request names:
-``connect``, ``message`` (send until the ``-`` is read) and ``session`` (connect
-until the server closed after ``--quit--``). Every latency also goes, as an int
-of µs, into the run's per-second buffers (:mod:`harness.user.recorder`).
+``connect``, ``tls_handshake`` (with ``--tls``), ``message`` (send until the
+whole reply is read) and ``session`` (connect until the server closed after the
+profile's quit). Every latency also goes, as an int of µs, into the run's
+per-second buffers (:mod:`harness.user.recorder`); successful messages reach
+Locust's stats from there, once a second (:class:`harness.user.stats.LocustBatch`).
+
+Framing is the profile's (:mod:`harness.user.profiles`, sans-IO). When the
+profile knows the reply (chat's ``-``), a message costs one ``recv`` and one
+compare; otherwise, or when they differ, :meth:`TcpClient._read_reply` reads
+until the profile finds a whole reply and checks it.
 
 The per-message loop (:meth:`TcpClient.messages`) is the hot path: no socket
 timeout (gevent would arm a timer per wait); the run's watchdog expires
@@ -23,10 +30,11 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from harness.user.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify
+from harness.user.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify, escaped
 from harness.user.pacing import Pacer
+from harness.user.profiles import MAX_REPLY, ChatProfile, Profile
 from harness.user.stats import StatsReporter
-from server.protocol import MAX_MESSAGE, QUIT, REPLY
+from harness.user.tls import TlsSettings, tls_failure
 
 if TYPE_CHECKING:
     from harness.user.plugin import Run
@@ -36,7 +44,7 @@ REQUEST_TYPE = "tcp"
 
 
 class TcpClient:
-    """One connection at a time to the chat server; every call is timed and reported."""
+    """One connection at a time to the server; every call is timed and reported."""
 
     def __init__(
         self,
@@ -50,7 +58,11 @@ class TcpClient:
         quit_timeout: float,
         source_addresses: int,
         users: int,
+        profile: Profile | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
+        self.profile = profile if profile is not None else ChatProfile()
+        self.tls = tls
         self.family = family
         self.address = address
         self.stats = stats
@@ -70,6 +82,7 @@ class TcpClient:
         self.rec_session = recorder.buffer("session").append
         self.rec_uncorrected = recorder.buffer("message_uncorrected").append
         self.rec_send_lag = recorder.buffer("send_lag").append
+        self.rec_tls = recorder.buffer("tls_handshake").append if tls is not None else None
 
     @property
     def connected(self) -> bool:
@@ -110,12 +123,37 @@ class TcpClient:
         end = perf_counter_ns()
         self.stats.ok("connect", end - start, 0)
         self.rec_connect((end - start) // 1000)
+        if self.tls is not None:
+            sock = self._handshake(sock)
+            if sock is None:
+                return False
         self.sock, self.session_start, self.expired = sock, start, False
         self.watchdog.add(self)
         return True
 
+    def _handshake(self, sock: socket.socket) -> socket.socket | None:
+        """TLS over the connected socket, timed as ``tls_handshake``; None (reported) when it fails."""
+        tls = self.tls
+        assert tls is not None and self.rec_tls is not None
+        start = perf_counter_ns()
+        try:
+            sock.settimeout(self.connect_timeout)
+            wrapped = tls.context.wrap_socket(sock, server_hostname=tls.server_name or None)
+            wrapped.settimeout(None)
+        except OSError as exc:  # ssl.SSLError is one
+            sock.close()
+            self._failure("tls_handshake", start, tls_failure(exc))
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        end = perf_counter_ns()
+        self.stats.ok("tls_handshake", end - start, 0)
+        self.rec_tls((end - start) // 1000)
+        return wrapped
+
     def messages(self, count: int, data: bytes, pacer: Pacer | None = None, think: float = 0.0) -> bool:
-        """``count`` messages, each waiting for its ``-``; False when the session broke.
+        """``count`` messages, each waiting for its whole reply; False when the session broke.
 
         Closed loop (no ``pacer``): each message is sent when the previous reply
         is in (after ``think`` seconds). Open loop: each is sent on ``pacer``'s
@@ -127,9 +165,13 @@ class TcpClient:
         sock = self.sock
         if sock is None:
             return False
-        send, recv, ok, rec_message = sock.send, sock.recv, self.stats.ok, self.rec_message
+        send, recv, rec_message = sock.send, sock.recv, self.rec_message
         rec_uncorrected, rec_lag = self.rec_uncorrected, self.rec_send_lag
         size, clock, sleep = len(data), perf_counter_ns, gevent.sleep
+        stats = self.stats
+        listeners, solo, fire = stats.listeners, stats.solo, stats.message  # see StatsReporter
+        expected, read_reply = self.profile.known_reply(data), self._read_reply
+        recv_size = self.profile.recv_size
         for _ in range(count):
             if pacer is None:
                 t0 = intended = clock()
@@ -145,17 +187,25 @@ class TcpClient:
                 sent = send(data)
                 if sent != size:
                     sock.sendall(data[sent:])
-                reply = recv(MAX_MESSAGE)
+                reply = recv(recv_size)
+                failure = None if reply == expected else read_reply(reply)
             except OSError as exc:
                 self._broken(intended, classify(exc))
                 return False
             t1 = clock()
             self.busy = 0
-            if reply != REPLY:
-                self._broken(intended, self._bad_reply(reply))
-                return False
-            ok("message", t1 - intended)
-            rec_message((t1 - intended) // 1000)
+            if failure is not None:
+                if failure.fatal:
+                    self._broken(intended, failure)
+                    return False
+                self._failure("message", intended, failure)  # an error reply: the session goes on
+                if think and pacer is None:
+                    sleep(think)
+                continue
+            elapsed = (t1 - intended) // 1000
+            rec_message(elapsed)
+            if listeners != solo:  # someone else listens: this one goes through fire (Locust's stats too)
+                fire(t1 - intended, elapsed)
             if pacer is not None:
                 rec_uncorrected((t1 - t0) // 1000)
                 rec_lag((t0 - intended) // 1000 if t0 > intended else 0)
@@ -163,10 +213,31 @@ class TcpClient:
                 sleep(think)
         return True
 
-    def _bad_reply(self, reply: bytes) -> TcpFailure:
-        if reply:
-            return UnexpectedReply(f"a reply other than '-' ({len(reply)} bytes)")
-        return ReplyTimeout() if self.expired else ClosedByServer()
+    def _read_reply(self, data: bytes) -> TcpFailure | None:
+        """The rest of a reply the one compare did not match: read until the profile sees a whole one, check it.
+
+        Returns the failure (None: a success). ``recv``'s OSError goes to the caller.
+        """
+        profile, buf = self.profile, data
+        while True:
+            if not data:
+                if self.expired:
+                    return ReplyTimeout()
+                return ClosedByServer(f"the server closed the connection mid-reply after {escaped(buf)}") if buf \
+                    else ClosedByServer()
+            try:
+                end = profile.reply_end(buf)
+            except ValueError as exc:
+                return UnexpectedReply(f"a reply {profile.name} does not parse ({exc}): {escaped(buf)}")
+            if end:
+                break
+            if len(buf) > MAX_REPLY:
+                return UnexpectedReply(f"no whole {profile.name} reply in {len(buf)} bytes: {escaped(buf)}")
+            data = self.sock.recv(profile.recv_size)  # type: ignore[union-attr]
+            buf += data
+        if end != len(buf):
+            return UnexpectedReply(f"more than one reply: {escaped(buf)}")
+        return profile.check(buf)
 
     def expire(self) -> None:
         """The watchdog's call: the reply is late. The waiting ``recv`` wakes (EBADF) and reports a ReplyTimeout."""
@@ -189,15 +260,18 @@ class TcpClient:
         self.close()
 
     def quit(self) -> bool:
-        """Send ``--quit--`` and wait until the server closes; report the session."""
+        """Send the profile's quit (chat's ``--quit--``) and wait until the server closes; report the session."""
         sock = self._detach()
         if sock is None:
             return False
+        profile = self.profile
         try:
             sock.settimeout(self.quit_timeout)
-            sock.sendall(QUIT)
-            while sock.recv(MAX_MESSAGE):  # drain a '-' left by an interrupted message
-                pass
+            if profile.quit_bytes:
+                sock.sendall(profile.quit_bytes)
+            if profile.closes_after_quit:
+                while sock.recv(profile.recv_size):  # drain the quit's reply, or one left by an interrupted message
+                    pass
         except OSError as exc:
             sock.close()
             self._failure("session", self.session_start, classify(exc))
@@ -214,7 +288,7 @@ class TcpClient:
         return sock
 
     def close(self) -> None:
-        """Leave without ``--quit--`` (FIN): the server sees the peer close."""
+        """Leave without the quit message (FIN): the server sees the peer close."""
         sock = self._detach()
         if sock is not None:
             sock.close()

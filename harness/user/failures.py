@@ -9,9 +9,14 @@ import errno
 
 
 class TcpFailure(Exception):
-    """A failed call; ``text`` is its default message (no address: Locust groups failures by message)."""
+    """A failed call; ``text`` is its default message (no address: Locust groups failures by message).
+
+    ``fatal``: the connection cannot go on (it is closed and the session fails);
+    a server's error reply is not fatal, the next message goes on the same connection.
+    """
 
     text = "tcp failure"
+    fatal = True
 
     def __init__(self, text: str | None = None) -> None:
         super().__init__(text or self.text)
@@ -26,6 +31,20 @@ class ReplyTimeout(TcpFailure): text = "no reply in time"  # noqa: E701
 class ClosedByServer(TcpFailure): text = "the server closed the connection"  # noqa: E701
 class UnexpectedReply(TcpFailure): text = "a reply other than expected"  # noqa: E701
 class SocketFailure(TcpFailure): text = "socket error"  # noqa: E701
+class TlsFailure(TcpFailure): text = "TLS handshake failed"  # noqa: E701
+
+
+class ServerError(TcpFailure):
+    """The server answered with its protocol's error reply (RESP ``-ERR ...``): counted, the session goes on."""
+
+    text = "the server replied with an error"
+    fatal = False
+
+
+def escaped(data: bytes, limit: int = 40) -> str:
+    """The first ``limit`` bytes of ``data``, escaped (``repr``), for a one-line failure message."""
+    head = repr(data[:limit])
+    return head + ("..." if len(data) > limit else "") + f" ({len(data)} bytes)"
 
 
 def classify(exc: OSError, connecting: bool = False) -> TcpFailure:

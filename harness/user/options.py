@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from harness.user.profiles import PROFILES, Profile
 from harness.user.source_addresses import MAX_ADDRESSES
+from harness.user.tls import settings as tls_settings
 from server.protocol import MAX_MESSAGE
 
 DEFAULT_HOST = "tcp://127.0.0.1:8000"
@@ -31,11 +33,22 @@ class ScenarioOptions:
     rate: float = 0.0
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     source_addresses: int = 0  # 0: as many as the user count needs (harness.user.source_addresses.auto_count)
+    protocol: str = "chat"
+    message: str = ""  # empty: the profile's default (chat/line: ``payload``; redis: PING)
+    quit_message: str = ""
+    tls: bool = False
+    tls_ca: str = ""
+    tls_insecure: bool = False
 
     @property
     def payload(self) -> bytes:
         """Short text like the tutorial's client sends, ``message_size`` bytes long."""
         return (_TEXT * (self.message_size // len(_TEXT) + 1))[: self.message_size]
+
+    def profile(self, cls: type[Profile] | None = None) -> tuple[Profile, bytes]:
+        """The profile (``cls``, else ``--protocol``'s) and the bytes of its message; one-line ``ValueError``."""
+        profile = (cls or PROFILES[self.protocol])(quit_message=self.quit_message)
+        return profile, profile.encode(self.message or profile.default_message(self.payload.decode()))
 
 
 def scenario_options(parsed: Any) -> ScenarioOptions:
@@ -49,6 +62,12 @@ def scenario_options(parsed: Any) -> ScenarioOptions:
         rate=float(getattr(parsed, "rate", 0.0) or 0.0),
         connect_timeout=float(getattr(parsed, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         source_addresses=int(getattr(parsed, "source_addresses", 0) or 0),
+        protocol=str(getattr(parsed, "protocol", "chat") or "chat"),
+        message=str(getattr(parsed, "message", "") or ""),
+        quit_message=str(getattr(parsed, "quit_message", "") or ""),
+        tls=bool(getattr(parsed, "tls", False)),
+        tls_ca=str(getattr(parsed, "tls_ca", "") or ""),
+        tls_insecure=bool(getattr(parsed, "tls_insecure", False)),
     )
     if opts.messages_per_session < 1:
         raise ValueError(f"--messages-per-session must be at least 1 (got {opts.messages_per_session})")
@@ -67,6 +86,17 @@ def scenario_options(parsed: Any) -> ScenarioOptions:
         raise ValueError(f"--source-addresses must be 0 (automatic) or 1..{MAX_ADDRESSES} (got {opts.source_addresses})")
     if opts.rate and opts.think_time:
         raise ValueError("--rate and --think-time exclude each other: the rate sets the pace")
+    if opts.protocol not in PROFILES:
+        raise ValueError(f"--protocol {opts.protocol!r}: one of {', '.join(sorted(PROFILES))}")
+    if opts.quit_message and opts.protocol != "line":
+        raise ValueError("--quit-message is the line profile's (--protocol line)")
+    if (opts.tls_ca or opts.tls_insecure) and not opts.tls:
+        raise ValueError("--tls-ca and --tls-insecure need --tls")
+    if opts.tls_ca and opts.tls_insecure:
+        raise ValueError("--tls-ca and --tls-insecure exclude each other: insecure checks no CA")
+    opts.profile()  # a --message the profile cannot encode: its one-line ValueError
+    if opts.tls:
+        tls_settings("", opts.tls_ca, opts.tls_insecure)  # an unreadable CA file: one line
     return opts
 
 
@@ -91,5 +121,20 @@ def add_arguments(parser: Any, **_kw: Any) -> None:
     add("--source-addresses", type=int, default=0, include_in_web_ui=True, env_var="SWARMBENCH_SOURCE_ADDRESSES",
         help="source addresses 127.0.0.1, 127.0.0.2, ... for an IPv4 loopback target (default 0: "
              "as many as the users need, one per ~14k connections, more if ports run out)")
+    add("--protocol", type=str, default="chat", choices=sorted(PROFILES), include_in_web_ui=True,
+        env_var="SWARMBENCH_PROTOCOL", help="the server's protocol: chat (reply '-'), line (one line each way), "
+                                            "redis (RESP commands); default chat")
+    add("--message", type=str, default="", include_in_web_ui=True, env_var="SWARMBENCH_MESSAGE",
+        help="the message each request sends, e.g. 'SET k v' for redis (default: --message-size bytes of "
+             "text for chat and line, PING for redis)")
+    add("--quit-message", type=str, default="", include_in_web_ui=True, env_var="SWARMBENCH_QUIT_MESSAGE",
+        help="line: the session's last line; the server then closes (default empty: just close)")
+    add("--tls", action="store_true", default=False, include_in_web_ui=True, env_var="SWARMBENCH_TLS",
+        help="TLS after connect (stdlib ssl; SNI and certificate check against --host's name); "
+             "the handshake is timed as 'tls_handshake'")
+    add("--tls-ca", type=str, default="", include_in_web_ui=True, env_var="SWARMBENCH_TLS_CA",
+        help="CA certificate file (PEM) the server's certificate must chain to (default: the system's CAs)")
+    add("--tls-insecure", action="store_true", default=False, include_in_web_ui=True,
+        env_var="SWARMBENCH_TLS_INSECURE", help="do NOT verify the server's certificate (warned about)")
     add("--hdr-file", type=str, default="", include_in_web_ui=True, env_var="SWARMBENCH_HDR_FILE",
         help="write µs histograms here (JSON), with one .hgrm per request name next to it")  # fmt: skip

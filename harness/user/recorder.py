@@ -15,6 +15,10 @@ Two kinds: a :class:`Recorder` keeps everything (a local runner, a master); a
 :meth:`WorkerRecorder.take_report` empties, and the master adds it with
 :meth:`Recorder.merge_report`. Negative values (clock skew) are recorded as 0.
 
+A :class:`Tap` on a name (``Recorder.taps``) sees each cut of its buffer: at
+the cut, then the cut's (value, count) pairs step by step, then its end. Locust's
+stats get their messages this way, once per cut (``harness.user.stats.LocustBatch``).
+
 Imports neither Locust nor gevent: the caller decides how to yield.
 """
 
@@ -24,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hdrh.histogram import HdrHistogram
 
@@ -50,17 +54,29 @@ RAW_STEP = 5000
 DISTINCT_STEP = 400
 
 
+class Tap(Protocol):
+    """Sees one name's values once a cut: ``cut`` when the buffer is taken, ``add`` per step, ``done`` at the end."""
+
+    def cut(self, second: int) -> Any: ...
+
+    def add(self, cut: Any, items: list[tuple[int, int]]) -> None: ...
+
+    def done(self, cut: Any) -> None: ...
+
+
 class _Job:
     """One name's raw values of one second, on their way into a histogram (see Recorder.flush_steps)."""
 
-    __slots__ = ("clamped", "counts", "hist", "items", "name", "second", "values")
+    __slots__ = ("clamped", "counts", "cut", "hist", "items", "name", "second", "tap", "values")
 
-    def __init__(self, second: int, name: str, values: list[int]) -> None:
+    def __init__(self, second: int, name: str, values: list[int], tap: Tap | None = None) -> None:
         self.second, self.name, self.values = second, name, values
         self.counts: Counter[int] = Counter()
         self.items: list[tuple[int, int]] | None = None
         self.hist = new_histogram()
         self.clamped = 0
+        self.tap = tap
+        self.cut = tap.cut(second) if tap is not None else None  # at the instant the buffer is taken
 
     def step(self) -> bool:
         """Count RAW_STEP values or record DISTINCT_STEP distinct ones; True when done."""
@@ -75,6 +91,10 @@ class _Job:
         items, record = self.items, self.hist.record_value
         chunk = items[-DISTINCT_STEP:]
         del items[-DISTINCT_STEP:]
+        if self.tap is not None:
+            self.tap.add(self.cut, chunk)
+            if not items:
+                self.tap.done(self.cut)
         for value, count in chunk:
             if value > HIGHEST_US:
                 self.clamped += count
@@ -97,6 +117,7 @@ class Recorder:
         self.totals: dict[str, HdrHistogram] = {}
         self.out_of_range: dict[str, int] = {}  # per name: values clamped to HIGHEST_US
         self.jobs: list[_Job] = []  # buffers taken out, not yet recorded (see flush_steps)
+        self.taps: dict[str, Tap] = {}  # per name: who else sees each cut (Locust's stats)
         self.per_second: dict[str, dict[int, int]] = {}
         self.failures: Failures = {}
         self.changed = False
@@ -130,9 +151,10 @@ class Recorder:
         nothing: the next flush, or a concurrent one, finishes the jobs.
         """
         second = self.second
+        taps = self.taps
         for name, buf in self.buffers.items():
             if buf:
-                self.jobs.append(_Job(second, name, buf[:]))
+                self.jobs.append(_Job(second, name, buf[:], taps.get(name)))
                 del buf[:]  # same list object: users keep their bound ``append``
         if self.pending_failures:
             failures, self.pending_failures = self.pending_failures, {}

@@ -20,7 +20,9 @@ from harness.user.client import TcpClient
 from harness.user.options import DEFAULT_HOST, ScenarioOptions, scenario_options
 from harness.user.pacing import Pacer
 from harness.user.plugin import STALLED_S, Run, plugin_of
+from harness.user.profiles import Profile
 from harness.user.stats import StatsReporter
+from harness.user.tls import TlsSettings, settings
 
 LOG = logging.getLogger("swarmbench")
 __all__ = ["STALLED_S", "TcpUser"]
@@ -37,6 +39,8 @@ class TcpUser(User):
     quit_timeout = 2.0
     backoff_min = 0.05
     backoff_max = 1.0
+    #: the protocol: None for ``--protocol``'s profile; a Profile subclass plugs in your own framing
+    profile: type[Profile] | None = None
 
     options: ScenarioOptions
     client: TcpClient
@@ -55,6 +59,10 @@ class TcpUser(User):
         try:
             self.options = options = scenario_options(self.environment.parsed_options)
             family, address = parse_host(self.host or DEFAULT_HOST)
+            profile, self.payload = options.profile(self.profile)
+            tls: TlsSettings | None = None
+            if options.tls:
+                tls = settings(self.host or DEFAULT_HOST, options.tls_ca, options.tls_insecure)
         except ValueError as exc:
             LOG.error("%s", exc)
             raise StopUser() from None
@@ -62,12 +70,12 @@ class TcpUser(User):
         self.run = plugin.current_run()
         users = plugin.total_users()
         self.client = TcpClient(
-            self.run, StatsReporter(self.environment.events.request), family, address,
+            self.run, StatsReporter(self.environment.events.request, self.environment.stats, self.run.recorder),
+            family, address, profile=profile, tls=tls,
             connect_timeout=self.connect_timeout if self.connect_timeout is not None else options.connect_timeout,
             reply_timeout=self.reply_timeout, quit_timeout=self.quit_timeout,
             source_addresses=options.source_addresses, users=users,
         )  # fmt: skip
-        self.payload = options.payload
         if options.rate:
             self.pacer = Pacer(options.rate / users)
 
