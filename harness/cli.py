@@ -32,6 +32,7 @@ from harness.arguments import (
 )
 from harness.locust_run import WORKER_WAIT_S
 from harness.probe import ProbeError, TlsSettings, probe
+from harness.user.profiles import PROFILES
 from harness.target import split_host
 from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
@@ -58,8 +59,8 @@ RUN_DEFAULTS: dict[str, object] = {
 }
 
 
-#: Mirrors harness.user.profiles.PROFILES: the CLI never imports Locust.
-PROTOCOLS = ("chat", "line", "redis")
+#: The protocol profiles (harness.user.profiles imports neither Locust nor gevent).
+PROTOCOLS = tuple(sorted(PROFILES))
 
 
 def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
@@ -192,19 +193,11 @@ def protocol_args(args: argparse.Namespace) -> list[str]:
 
 
 def check_message(protocol: str, message: str) -> None:
-    """A --message the profile cannot encode is refused before any cell.
-
-    MERGE HOOK: once harness.user.profiles lands, replace these stand-in rules with
-    ``PROFILES[protocol].encode(message)`` (its ValueError -> UsageError).
-    """
+    """A --message the profile cannot encode is refused before any cell (the profile's own rule)."""
     try:
-        data = message.encode()
-    except UnicodeEncodeError:
-        raise UsageError(f"--message {message!r}: not valid text") from None
-    if not data.strip():
-        raise UsageError(f"--message {message!r}: empty")
-    if protocol == "line" and (b"\n" in data or b"\r" in data):
-        raise UsageError(f"--message {message!r}: a line message cannot hold a line break")
+        PROFILES[protocol]().encode(message)
+    except ValueError as exc:
+        raise UsageError(f"--message {message!r}: {exc}") from None
 
 
 #: Signals that stop a sweep as Ctrl-C does (exit 128 + the signal's number).

@@ -273,3 +273,15 @@ def steady_resources(pid: int, timeout: float = 30.0) -> tuple[int, int]:
 
     assert wait_for(steady, timeout, interval=0.1), f"threads and fds never settled: {seen[-5:]}"
     return seen[-1]
+
+
+def redis_binary(name: str = "redis-server") -> str:
+    """A Debian redis tool's path; missing, the test skips, or fails where CI requires it (SWARMBENCH_REQUIRE_REDIS=1)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("SWARMBENCH_REQUIRE_REDIS") == "1":
+            pytest.fail(f"SWARMBENCH_REQUIRE_REDIS=1 but no {name} on PATH (.ci/run installs redis-server and redis-tools)")
+        pytest.skip(f"{name} is not installed")
+    return path

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import redis_binary
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,8 @@ def test_generator_bench_refuses_a_bad_rate_in_one_line() -> None:
 
 
 def test_redis_bench_prints_its_ratios() -> None:
-    if not shutil.which("redis-server") or not shutil.which("redis-benchmark"):
-        pytest.skip("redis-server and redis-benchmark are not installed")
+    redis_binary("redis-server")
+    redis_binary("redis-benchmark")
     result = run("bench_redis.py", "--connections", "1", "--duration", "2", "--repeat", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rate ratio" in result.stdout and "p50 ratio" in result.stdout

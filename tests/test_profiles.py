@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import socket
 import socketserver
 import ssl
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, free_port, kill_group, locust_argv, run_locust, wait_for
+from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, free_port, kill_group, locust_argv, run_locust, wait_for, redis_binary
 
 from harness.user.failures import ServerError, UnexpectedReply
 from harness.user.profiles import PROFILES, ChatProfile, LineProfile, RedisProfile, resp_end
@@ -161,9 +160,7 @@ def test_line_profile_against_a_line_echo_server(line_server: str, tmp_path: Pat
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    binary = redis_binary()
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--save", "", "--appendonly", "no", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],

@@ -7,8 +7,6 @@ single thread flat as users grow.
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,14 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port, kill_group, wait_until
+from helpers import free_port, kill_group, wait_until, redis_binary
 
 from harness.results import load_run
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run installs it)"),
-]
+pytestmark = pytest.mark.slow
 
 
 def answers(port: int) -> bool:
@@ -40,7 +35,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """(port, pid) of a redis-server on 127.0.0.1 with no persistence; stopped at teardown."""
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--save", "", "--appendonly", "no", "--port", str(port), "--bind", "127.0.0.1",
+        [redis_binary(), "--save", "", "--appendonly", "no", "--port", str(port), "--bind", "127.0.0.1",
          "--daemonize", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -51,7 +46,6 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[int, int]]:
         kill_group(proc)
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("harness.user.profiles"), reason="profiles not merged yet")
 def test_redis_sweep_has_no_errors_and_its_thread_count_stays_flat(redis_server: tuple[int, int], tmp_path: Path) -> None:
     port, pid = redis_server
     out = tmp_path / "run"
