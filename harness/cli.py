@@ -197,7 +197,7 @@ def check_message(protocol: str, message: str) -> None:
     try:
         PROFILES[protocol]().encode(message)
     except ValueError as exc:
-        raise UsageError(f"--message {message!r}: {exc}") from None
+        raise UsageError(f"{exc}; got {message[:60]!r}") from None
 
 
 #: Signals that stop a sweep as Ctrl-C does (exit 128 + the signal's number).

@@ -100,8 +100,8 @@ def test_sweep_refuses_a_name_that_does_not_resolve(monkeypatch: pytest.MonkeyPa
     ("args", "needle"),
     [
         (["--protocol", "smtp"], "invalid choice: 'smtp'"),
-        (["--protocol", "line", "--message", "two\nlines"], "cannot hold a line break"),
-        (["--message", ""], "empty"),
+        (["--protocol", "line", "--message", "two\nlines"], "a line profile message is one line"),
+        (["--message", ""], "chat carries 1..5120 bytes (got 0)"),
         (["--tls-insecure"], "go with --tls"),
         (["--tls", "--tls-ca", "/nonexistent/ca.pem"], "no such file"),
         (["--tls", "--tls-insecure", "--tls-ca", __file__], "choose one"),
