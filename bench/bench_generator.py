@@ -57,11 +57,9 @@ from harness.server_process import (  # noqa: E402
     die_with_parent,
     start_server,
 )
+from bare_clients import PAYLOAD  # noqa: E402  (bench/ is the script's folder)
 from server.args import Parser  # noqa: E402
-from server.protocol import MAX_MESSAGE, QUIT, REPLY  # noqa: E402
 
-#: chat.py's default message (harness.user.plugin: --message-size 12 of "Hello, world! ..."): same bytes.
-PAYLOAD = b"Hello, world"
 CLIENTS = ("gevent", "asyncio", "locust")
 #: Measured on this 2-core VM (see the module's report): uvloop's single process leaves the
 #: generator a whole core; prefork --processes 2 competes with it for the second one.
@@ -72,128 +70,6 @@ SATURATED = 90.0  # % of a core
 TARGET_CPU, TARGET_RATE, TARGET_LEVELS = 1.10, 0.90, (10, 100)
 
 
-# -- the bare clients (each runs in a child process: --client KIND); SIGTERM ends them ----------
-def _to_next_second() -> float:
-    """Seconds to sleep until just after the next wall-clock second starts (as Locust's per-second rotator)."""
-    now = time.time()
-    return math.floor(now) + 1.0005 - now
-
-
-def gevent_client(host: str, port: int, conns: int, per_session: int, limit: float) -> dict[str, object]:
-    import gevent
-    from gevent import socket as gsocket
-
-    stop = [False]
-    counts, ticks = [0] * conns, {}
-    gevent.signal_handler(signal.SIGTERM, lambda: stop.__setitem__(0, True))
-    gevent.spawn_later(limit, lambda: stop.__setitem__(0, True))
-
-    def connect() -> gsocket.socket:
-        s = gsocket.create_connection((host, port))
-        s.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        return s
-
-    def quit_(s: gsocket.socket) -> None:
-        s.sendall(QUIT)
-        while s.recv(MAX_MESSAGE):
-            pass
-        s.close()
-
-    def loop(i: int) -> None:
-        s, size, left = connect(), len(PAYLOAD), per_session
-        while not stop[0]:
-            if s.send(PAYLOAD) != size:
-                raise RuntimeError("short send")
-            if s.recv(MAX_MESSAGE) != REPLY:
-                raise RuntimeError("a reply other than '-'")
-            counts[i] += 1
-            left -= 1
-            if not left:
-                quit_(s)
-                s, left = connect(), per_session
-        quit_(s)
-
-    def ticker() -> None:
-        while not stop[0]:
-            gevent.sleep(_to_next_second())
-            ticks[int(time.time())] = sum(counts)  # messages so far, at the start of each second
-
-    tick = gevent.spawn(ticker)
-    loops = [gevent.spawn(loop, i) for i in range(conns)]
-    gevent.joinall(loops, raise_error=True)
-    tick.kill()
-    return {"ticks": ticks, "flavour": "gevent"}
-
-
-def asyncio_client(host: str, port: int, conns: int, per_session: int, limit: float) -> dict[str, object]:
-    """Protocols (callbacks), asyncio's fastest API: the loop's sock_recv/sock_sendall cost about 3x more per message."""
-    import asyncio
-    import socket
-
-    try:
-        import uvloop
-
-        loop, flavour = uvloop.new_event_loop(), "uvloop"
-    except ImportError:
-        loop, flavour = asyncio.new_event_loop(), "asyncio"
-    stop = [False]
-    counts, ticks = [0] * conns, {}
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop.__setitem__(0, True))
-    loop.call_later(limit, lambda: stop.__setitem__(0, True))
-
-    class Chat(asyncio.Protocol):
-        """Send, wait for one '-', send again; --quit-- after ``per_session`` or at the stop."""
-
-        def __init__(self, i: int, done: asyncio.Future) -> None:
-            self.i, self.done, self.left, self.quitting = i, done, per_session, False
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport.write(PAYLOAD)
-
-        def data_received(self, data: bytes) -> None:
-            if self.quitting:
-                return  # the server closes after --quit--
-            if data != REPLY:
-                raise RuntimeError("a reply other than '-'")
-            counts[self.i] += 1
-            self.left -= 1
-            if self.left and not stop[0]:
-                self.transport.write(PAYLOAD)
-            else:
-                self.quitting = True
-                self.transport.write(QUIT)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if not self.done.done():
-                self.done.set_result(self.quitting and exc is None)
-
-    async def one(i: int) -> None:
-        while not stop[0]:
-            done = loop.create_future()
-            await loop.create_connection(lambda done=done: Chat(i, done), host, port)
-            if not await done:
-                raise RuntimeError("the server closed the connection")
-
-    async def ticker() -> None:
-        while not stop[0]:
-            await asyncio.sleep(_to_next_second())
-            ticks[int(time.time())] = sum(counts)
-
-    async def run() -> None:
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.gather(*(one(i) for i in range(conns)))
-        tick.cancel()
-
-    try:
-        loop.run_until_complete(run())
-    finally:
-        loop.close()
-    return {"ticks": ticks, "flavour": flavour}
-
-
-# -- the parent: one measurement ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Figure:
     rate: float  # messages/s over the window
@@ -412,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.client:  # a child: loopback only, bounded by --duration seconds
+        from bare_clients import asyncio_client, gevent_client
+
         client = gevent_client if args.client == "gevent" else asyncio_client
         print(json.dumps(client("127.0.0.1", args.port, args.levels[0], args.per_session, args.duration)))
         return 0

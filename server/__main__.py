@@ -14,7 +14,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from server.args import Parser, port_number, positive_float, positive_int
-from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions, make_tls_context
+from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions
+from server.tls import make_tls_context
 from server.protocol import DEFAULT_BACKLOG, DEFAULT_HOST, DEFAULT_PORT
 from server.variants import VARIANTS
 

@@ -7,24 +7,22 @@ import math
 from typing import NoReturn
 
 
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0: any free port), got {port}")
-    return port
-
-
-def positive_int(text: str) -> int:
+def _whole(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{what}, got {value}")
     return value
+
+
+def port_number(text: str) -> int:
+    return _whole(text, 0, 65535, "port must be 0-65535 (0: any free port)")
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1, 2**31 - 1, "must be at least 1")
 
 
 def _finite(text: str) -> float:

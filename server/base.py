@@ -93,25 +93,6 @@ def make_listener(host: str, port: int, backlog: int, reuse_port: bool = False) 
     return sock
 
 
-def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    """The server's SSLContext from ``--tls-cert``/``--tls-key``; ValueError is the one-line error."""
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise ValueError("--tls-cert and --tls-key go together: give both or neither")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        # password: an encrypted key fails here instead of prompting on a terminal.
-        context.load_cert_chain(cert, key, password=lambda: b"")
-    except OSError as exc:  # ssl.SSLError is an OSError too
-        if isinstance(exc, ssl.SSLError):
-            reason = f"not a PEM certificate and its matching key ({exc.reason or exc})"
-        else:
-            reason = exc.strerror or str(exc)
-        raise ValueError(f"--tls-cert {cert} / --tls-key {key}: cannot load: {reason}") from None
-    return context
-
-
 class Session:
     """One connection's protocol state and log lines, shared by all variants.
 

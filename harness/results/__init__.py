@@ -1,6 +1,7 @@
 """The result model: what a sweep measured, as typed, immutable, versioned files.
 
-- :mod:`harness.results.cells`: one cell (a variant at one concurrency) and the run manifest;
+- :mod:`harness.results.cells`: one cell (a variant at one concurrency);
+- :mod:`harness.results.run`: the run manifest and the loader of a results folder;
 - :mod:`harness.results.histogram_file`: what one Locust run recorded (``--hdr-file``);
 - :mod:`harness.results.format`: the version, header check and percentile table they share;
 - :mod:`harness.results.store`: the one atomic, durable writer every file goes through.
@@ -9,20 +10,16 @@
 """
 
 from harness.results.cells import (
-    MANIFEST_NAME,
     STATUSES,
     CellResult,
     GeneratorStats,
     Latency,
     MachineStats,
-    RunManifest,
     ServerStats,
     TimePoint,
-    load_run,
-    read_json,
-    replace_manifest,
     write_cell,
 )
+from harness.results.run import MANIFEST_NAME, RunManifest, load_run, read_json, replace_manifest
 from harness.results.format import PERCENTILES, SCHEMA_VERSION, ResultError
 from harness.results.store import write_bytes, write_json, write_new
 

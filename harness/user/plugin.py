@@ -72,10 +72,6 @@ class Role(enum.Enum):
     def runs_users(self) -> bool:
         return self is not Role.MASTER
 
-    @property
-    def writes_file(self) -> bool:
-        return self is not Role.WORKER
-
 
 class Run:
     """One test run in this process (a new one at each test_start)."""
