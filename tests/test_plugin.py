@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, run_locust
+from helpers import assert_counts_match, free_port, run_locust
 
 from harness.user.plugin import SATURATED_PERCENT
 
@@ -77,3 +77,4 @@ def test_interval_histograms_of_two_workers_add_up_exactly(start: Any, tmp_path:
     seconds = [iv for iv in hdr.intervals if "message" in iv.histograms]
     assert len(seconds) >= 3
     assert sum(hdr.window(iv.t, iv.t + 1)["message"].get_total_count() for iv in seconds) == hdr.names["message"].count
+    assert_counts_match(result)  # and the merged seconds count what Locust itself counted, name by name
