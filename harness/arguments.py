@@ -113,34 +113,34 @@ class _OwnedOptions(argparse.ArgumentParser):
 
 
 #: What `swarmbench sweep` sets on Locust's command line itself (harness.locust_run.LocustJob.argv).
-LOCUST_OWNED = _OwnedOptions([
+LOCUST_OWNED: tuple[tuple[str, ...], ...] = (
     ("-f", "--locustfile"), ("-H", "--host"), ("-u", "--users"), ("-r", "--spawn-rate"), ("-t", "--run-time"),
     ("--headless",), ("--autostart",), ("--config",), ("--hdr-file",), ("--json-file",), ("--json",),
     ("--processes",), ("--master",), ("--master-bind-host",), ("--master-bind-port",), ("--master-host",),
     ("--master-port",), ("--worker",), ("--expect-workers",), ("--expect-workers-max-wait",), ("--rate",),
     ("--swarmbench-last-cell",), ("--establish-timeout",), ("--swarmbench-settle",), ("--swarmbench-window",),
-])  # fmt: skip
+)  # fmt: skip
 #: Locust options swarmbench takes itself (checked, probed, forwarded): never through --locust-arg.
-FORWARDED = _OwnedOptions([
+FORWARDED: tuple[tuple[str, ...], ...] = (
     ("--protocol",), ("--message",), ("--quit-message",), ("--tls",), ("--tls-ca",), ("--tls-insecure",),
-])  # fmt: skip
+)  # fmt: skip
 #: What `swarmbench sweep` sets on every server it starts (harness.server_process).
-SERVER_OWNED = _OwnedOptions([("--host",), ("--port",), ("--backlog",)])
+SERVER_OWNED: tuple[tuple[str, ...], ...] = (("--host",), ("--port",), ("--backlog",))
 
 
 def locust_args_ok(extra: Sequence[str]) -> None:
     """Refuse extra Locust arguments that would fight the sweep's own, in any spelling."""
     for arg in extra:
-        if LOCUST_OWNED.owned(arg):
+        if _OwnedOptions(LOCUST_OWNED).owned(arg):
             raise UsageError(f"--locust-arg {arg}: the sweep sets this itself (use the sweep's own option)")
-        if name := FORWARDED.owned(arg):
+        if name := _OwnedOptions(FORWARDED).owned(arg):
             raise UsageError(f"--locust-arg {arg}: give swarmbench's own {name}, which is checked before any cell")
 
 
 def server_args_ok(extra: Sequence[str]) -> None:
     """Refuse server arguments that would move the server away from where the sweep looks for it."""
     for arg in extra:
-        if SERVER_OWNED.owned(arg):
+        if _OwnedOptions(SERVER_OWNED).owned(arg):
             raise UsageError(f"--server-arg {arg}: the sweep sets the server's host, port and backlog itself (--backlog is the sweep's option)")
 
 

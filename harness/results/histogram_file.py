@@ -134,9 +134,6 @@ class LoadSettings:
     achieved_rate: float = 0.0
 
 
-DEFAULT_SETTINGS = LoadSettings()
-
-
 @dataclass(frozen=True, slots=True)
 class HistogramFile:
     """What one Locust run recorded (all its processes merged), as written by ``--hdr-file``."""
@@ -203,7 +200,7 @@ class HistogramFile:
                 ended_at=_finite(data["ended_at"]),
                 spawned_at=_optional(data.get("spawned_at")),
                 stopping_at=_optional(data.get("stopping_at")),
-                options=LoadSettings(**{k: _setting(options[k], getattr(DEFAULT_SETTINGS, k))
+                options=LoadSettings(**{k: _setting(options[k], LoadSettings.__dataclass_fields__[k].default)
                                          for k in LoadSettings.__dataclass_fields__ if k in options}),
                 generator=GeneratorStats.from_dict(data.get("generator") or {}),
                 names={str(k): Latency.from_dict(v) for k, v in (data.get("names") or {}).items()},
