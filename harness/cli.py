@@ -36,8 +36,8 @@ from harness.user.profiles import PROFILES
 from harness.target import split_host
 from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
-from harness.results import ResultError, load_run
-from harness.sweep import SweepConfig, resolve_scenario, run_sweep
+from harness.results import CellResult, ResultError, load_run
+from harness.sweep import SweepConfig, SweepProgress, resolve_scenario, run_sweep
 from server.args import Parser
 from server.variants import VARIANTS
 
@@ -200,23 +200,22 @@ def check_message(protocol: str, message: str) -> None:
         raise UsageError(f"{exc}; got {message[:60]!r}") from None
 
 
-#: Signals that stop a sweep as Ctrl-C does (exit 128 + the signal's number).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Signals that stop a sweep, keeping its finished cells (exit 128 + the signal's number).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
 def stop_signals_as_ctrl_c(received: list[int]) -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, and are held off when Ctrl-C is.
+    """Ctrl-C, SIGTERM and SIGHUP only record themselves; :class:`StopOnSignal` stops the sweep.
 
-    While children are being stopped Ctrl-C is ignored (harness.processes.no_interrupts);
-    so are these, so a signal never orphans a server or a Locust group.
+    A KeyboardInterrupt raised from a signal handler can land anywhere, even where Python
+    ignores exceptions (logging's lock, a finalizer: "Exception ignored in ..."), and be lost.
+    Recorded, the signal is acted on at the next progress tick (twice a second in a cell),
+    where the sweep stops its Locust run and keeps every finished cell.
     """
 
     def on_signal(signum: int, _frame: object) -> None:
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            return
         received.append(signum)
-        raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
@@ -226,6 +225,29 @@ def stop_signals_as_ctrl_c(received: list[int]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+class StopOnSignal(SweepProgress):
+    """Turns a recorded stop signal into a KeyboardInterrupt at a safe point: the next progress tick."""
+
+    def __init__(self, inner: SweepProgress, received: list[int]) -> None:
+        self.inner, self.received = inner, received
+
+    def cell_started(self, variant: str, users: int, index: int, total: int, seconds: float) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.inner.cell_started(variant, users, index, total, seconds)
+
+    def tick(self, messages_per_s: float | None) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.inner.tick(messages_per_s)
+
+    def cell_done(self, cell: CellResult) -> None:
+        self.inner.cell_done(cell)
+
+    def note(self, text: str) -> None:
+        self.inner.note(text)
+
+
 def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from reports import build_report  # matplotlib loads only when a report is made
 
@@ -233,21 +255,19 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     received: list[int] = []
     with stop_signals_as_ctrl_c(received):
         with make_progress(cfg, quiet=args.quiet) as progress:
-            outcome = run_sweep(cfg, progress)
+            outcome = run_sweep(cfg, StopOnSignal(progress, received))
         print(f"results: {cfg.out}")
         try:
             print(f"report:  {build_report(cfg.out, slo_ms=args.slo_ms)}")
         except (ResultError, OSError) as exc:
             print(f"swarmbench: the report was not written: {one_line(exc)}", file=sys.stderr)
-        except KeyboardInterrupt:
-            outcome.interrupted = True
-            print("swarmbench: interrupted while writing the report", file=sys.stderr)
+    outcome.interrupted = outcome.interrupted or bool(received)
     if outcome.write_error is not None:
         print(f"swarmbench: error: the sweep stopped: {outcome.write_error}", file=sys.stderr)
         return 1
     if outcome.interrupted:
         print("interrupted: the finished cells are kept and reported", file=sys.stderr)
-        return 128 + received[0] if received else 130
+        return 128 + received[0] if received else 128 + signal.SIGINT
     broken = evaluate(args.check, [(f"{c.variant} u={c.users}", cell_metrics(c)) for c in outcome.cells])
     failed = [c for c in outcome.cells if c.status == "failed"]
     for line in broken:

@@ -123,7 +123,8 @@ def test_a_stop_signal_keeps_finished_cells_and_the_report_lists_them(tmp_path: 
     assert ("interrupted" if 2 in statuses else "missing", "2") in rows and ("missing", "3") in rows
     assert "run outcome: interrupted" in report
     assert_nothing_left(server_pids(cells))
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
+    # no Locust of the run left (one started as the signal came dies with the sweep: PR_SET_PDEATHSIG)
+    assert wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])], 15)
 
 
 def cmdline(proc: psutil.Process) -> list[str]:
