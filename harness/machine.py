@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psutil
 
 from harness.results import Latency, MachineStats
+from harness.results.cells import LAG_BOUND
 
 # -- thresholds, in one place, each with its reason ---------------------------------------------
 #: Mean idle of the whole machine over the window at or below this (% of all cores): nothing was
@@ -93,6 +94,6 @@ def generator_bound(
         return f"the machine had {100.0 - machine.busy_percent_mean:.1f}% idle CPU over the window"
     if (loop_lag is not None and message is not None and loop_lag.p99_us is not None and message.p99_us
             and loop_lag.p99_us >= LOOP_LAG_FLOOR_US and loop_lag.p99_us >= LOOP_LAG_SHARE * message.p99_us):
-        return (f"the generator's own loop lag p99 {loop_lag.p99_us / 1000:.2f} ms is "
+        return (f"{LAG_BOUND} p99 {loop_lag.p99_us / 1000:.2f} ms is "
                 f"{loop_lag.p99_us / message.p99_us:.0%} of message p99 {message.p99_us / 1000:.2f} ms")
     return None

@@ -11,19 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.results import CellResult, RunManifest
-from reports.summary import (
-    CONNECT,
-    fmt_duration_ms,
-    fmt_rate,
-    generator_limited,
-    generator_note,
-    is_valid,
-    kernel_counter,
-    latency,
-    missing_cells,
-    users_word,
-    variant_order,
-)
+from reports.summary import CONNECT, fmt_duration_ms, fmt_rate, generator_limited, generator_note, is_valid
+from reports.summary import kernel_counter, lag_bound_only, latency, missing_cells, users_word, variant_order
 
 #: A connect p99 at or above this means SYNs were retried (Linux's first SYN timeout is 1 s).
 CONNECT_JUMP_MS = 900.0
@@ -145,21 +134,27 @@ def missing_report_finding(cells: Sequence[CellResult]) -> Finding | None:
 
 
 def slo_limit(variant: str, cells: Sequence[CellResult], slo_ms: float) -> SloLimit:
-    """Walk up the valid levels; stop at the first that misses (a later lucky level does not count)."""
+    """Walk up the valid levels; stop at the first that misses (a later lucky level does not count).
+
+    A generator-bound cell that still meets the SLO counts as held: its latencies include the
+    generator's own delays, so the server did at least as well. One that misses says nothing about
+    the server and is skipped.
+    """
     best: CellResult | None = None
     miss: CellResult | None = None
     for cell in sorted(cells, key=lambda c: c.users):
-        if not is_valid(cell):
+        if cell.status != "ok":
             continue
-        if meets_slo(cell, slo_ms):
+        if meets_slo(cell, slo_ms) and (is_valid(cell) or lag_bound_only(cell)):
             best = cell
-        else:
+        elif is_valid(cell):
             miss = cell
             break
     top = best.users if best else 0
     limit = miss.users if miss else None
     untested = tuple(c.users for c in cells
-                     if c.users > top and (limit is None or c.users < limit) and not is_valid(c))
+                     if c.users > top and (limit is None or c.users < limit) and not is_valid(c)
+                     and not (c.status == "ok" and lag_bound_only(c) and meets_slo(c, slo_ms)))
     best_lat, miss_lat = (latency(best) if best else None), (latency(miss) if miss else None)
     return SloLimit(
         variant=variant,
@@ -315,15 +310,23 @@ def loop_lag_words(cell: CellResult) -> str:
     return f", its own loop lag p99 {fmt_duration_ms(lag.p99_us / 1000)} of message p99 {fmt_duration_ms(msg.p99_us / 1000)}"
 
 
-def generator_finding(cells: Sequence[CellResult]) -> Finding | None:
-    bound = [c for c in cells if generator_limited(c)]
-    if not bound:
-        return None
-    names = ", ".join(f"{c.variant} at {users_word(c.users)} ({generator_note(c)}"
-                      + ("" if "loop lag" in generator_note(c) else loop_lag_words(c)) + ")" for c in bound)
-    return Finding("generator", "warn", f"Generator-bound, so these cells say nothing about the server: {names}. "
-                   "Their latency and throughput measure the load generator; rerun them with more "
-                   "--workers or a lower --rate.")
+def generator_findings(cells: Sequence[CellResult]) -> list[Finding]:
+    """Saturated generators say nothing about the server; a large share of loop lag makes latencies upper bounds."""
+    found = []
+    bound = [c for c in cells if generator_limited(c) and not lag_bound_only(c)]
+    if bound:
+        names = ", ".join(f"{c.variant} at {users_word(c.users)} ({generator_note(c)}{loop_lag_words(c)})" for c in bound)
+        found.append(Finding("generator", "warn", f"Generator-bound, so these cells say nothing about the server: "
+                             f"{names}. Their latency and throughput measure the load generator; rerun them with "
+                             "more --workers or a lower --rate."))
+    lagged = [c for c in cells if lag_bound_only(c)]
+    if lagged:
+        names = ", ".join(f"{c.variant} at {users_word(c.users)} ({c.generator_bound})" for c in lagged)
+        found.append(Finding("generator", "info", f"The generator's own scheduling is a large share of these "
+                             f"cells' message p99: {names}. The load was delivered, so their latencies are upper "
+                             "bounds for the server: an SLO they hold, the server holds; one they miss may be the "
+                             "generator's (the SLO verdicts skip those)."))
+    return found
 
 
 STATUS_WORDS = {"failed": "the cell failed", "server-died": "the server died",
@@ -377,9 +380,7 @@ def find(manifest: RunManifest | None, cells: Sequence[CellResult], slo_ms: floa
         fail = failure_finding(variant, vcells)
         if fail is not None:
             found.append(fail)
-    gen = generator_finding(cells)
-    if gen is not None:
-        found.append(gen)
+    found += generator_findings(cells)
     lost = missing_report_finding(cells)
     if lost is not None:
         found.append(lost)

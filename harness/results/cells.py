@@ -21,6 +21,9 @@ from harness.results.store import write_new
 #: or the generator failed; "server-died": the server was gone at the end;
 #: "interrupted": stopped by the user.
 STATUSES = ("ok", "failed", "server-died", "interrupted")
+#: How ``CellResult.generator_bound`` begins when only the generator's own loop lag decided it (the load
+#: was delivered; its latencies are upper bounds for the server), as opposed to a saturated generator.
+LAG_BOUND = "the generator's own loop lag"
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ from harness.results.store import write_bytes
 #: One flush step counts at most this many raw values (``Counter.update``: about 0.2 ms)...
 RAW_STEP = 5000
 #: ... or records at most this many distinct values (``record_value``: about 1 ms).
-DISTINCT_STEP = 400
+DISTINCT_STEP = 100
 
 
 class Tap(Protocol):
