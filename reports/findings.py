@@ -136,9 +136,9 @@ def missing_report_finding(cells: Sequence[CellResult]) -> Finding | None:
 def slo_limit(variant: str, cells: Sequence[CellResult], slo_ms: float) -> SloLimit:
     """Walk up the valid levels; stop at the first that misses (a later lucky level does not count).
 
-    A generator-bound cell that still meets the SLO counts as held: its latencies include the
-    generator's own delays, so the server did at least as well. One that misses says nothing about
-    the server and is skipped.
+    A cell marked only for the generator's loop lag that meets the SLO counts as held (its latencies
+    include the generator's own delays: the server did at least as well). A generator-bound cell that
+    misses is skipped, unless the server left users unanswered there.
     """
     best: CellResult | None = None
     miss: CellResult | None = None
@@ -147,8 +147,8 @@ def slo_limit(variant: str, cells: Sequence[CellResult], slo_ms: float) -> SloLi
             continue
         if meets_slo(cell, slo_ms) and (is_valid(cell) or lag_bound_only(cell)):
             best = cell
-        elif is_valid(cell):
-            miss = cell
+        elif is_valid(cell) or unanswered(cell) or cell.users_not_established:
+            miss = cell  # users the server never answered are the server's, whatever the generator did
             break
     top = best.users if best else 0
     limit = miss.users if miss else None

@@ -451,3 +451,23 @@ def test_a_worker_that_died_during_the_cell_is_noted_and_shown(tmp_path: Path) -
     write_cell(folder, replace(make_cell("threaded", 10, 0), notes=notes))
     html = build_report(folder).read_text()
     assert "the server log says: Worker 1 (pid 13) died" in html
+
+
+def test_a_lag_marked_cell_holds_the_slo_a_saturated_one_says_nothing_and_unanswered_users_are_a_miss() -> None:
+    """Generator marks and SLO verdicts: only what the server can be credited or blamed for counts."""
+    from dataclasses import replace
+
+    from harness.results.cells import LAG_BOUND
+    from reports.findings import slo_limit
+
+    base = [make_cell("asyncio", users, n) for n, users in enumerate((1, 10, 100))]
+    fine = [replace(c, generator=GeneratorStats(cpu_percent_max=40.0)) for c in base]
+    lagged = replace(fine[2], generator_bound=f"{LAG_BOUND} p99 1.20 ms is 50% of message p99 2.40 ms")
+    assert slo_limit("asyncio", [*fine[:2], lagged], 10.0).users == 100  # an upper bound that holds
+    saturated = replace(fine[2], generator=GeneratorStats(cpu_percent_max=99.0, saturated=True),
+                        generator_bound="a Locust process used 99% of a core (over 90%)")
+    held = slo_limit("asyncio", [*fine[:2], saturated], 10.0)
+    assert held.users == 10 and held.untested_above == (100,)  # says nothing about the server
+    left = replace(saturated, latency={**saturated.latency, "unanswered": lat(1000.0, 2000.0, 40)})
+    missed = slo_limit("asyncio", [*fine[:2], left], 10.0)
+    assert missed.users == 10 and missed.first_miss_users == 100 and "unanswered" in (missed.first_miss_why or "")
