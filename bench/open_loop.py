@@ -1,5 +1,7 @@
 """bench_generator's second half: the open loop's accuracy and ceiling, and every protocol profile's cost.
 
+- Wake-ups: how late a greenlet wakes on an idle hub after ``gevent.sleep`` (libev
+  rounds its wait to whole milliseconds) and after the open loop's timerfd alarm.
 - Open loop: Locust (scenarios/chat.py, ``--rate R`` over 100 users) against the
   uvloop server; over the whole seconds between "all spawned" and "stopping":
   achieved msg/s vs asked, and ``send_lag`` p99 (how late sends left their schedule).
@@ -188,12 +190,39 @@ def _line_server() -> None:
 
 
 
+def wakeups(count: int = 1000) -> str:
+    """How late a greenlet wakes on an idle hub: gevent.sleep alone vs harness.user.alarm (p50, p99 of µs)."""
+    from time import perf_counter_ns
+
+    from harness.user.alarm import make_alarm, sleeper
+
+    alarm = make_alarm()
+    parts = []
+    try:
+        for name, sleep_until in (("gevent.sleep", sleeper(None)), ("alarm", sleeper(alarm) if alarm else None)):
+            if sleep_until is None:
+                parts.append(f"{name}: - (no timerfd here)")
+                continue
+            late = []
+            for i in range(count):
+                due = perf_counter_ns() + (50 + (i % 20) * 100) * 1000  # 50..1950 µs ahead
+                sleep_until(due)
+                late.append((perf_counter_ns() - due) / 1000)
+            late.sort()
+            parts.append(f"{name} p50 {late[count // 2] / 1000:.2f} ms, p99 {late[count * 99 // 100] / 1000:.2f} ms")
+    finally:
+        if alarm is not None:
+            alarm.close()
+    return "; ".join(parts)
+
+
 def extras(args: argparse.Namespace, server: Any, measure: Callable[..., Any], spread: Callable[..., str],
            never: int) -> None:
     """The open loop's accuracy and ceiling, then the profiles' costs (bench_generator passes its helpers)."""
     with tempfile.TemporaryDirectory(prefix="swarmbench-bench-") as tmp:
         if args.rates:
             print(f"\nopen loop, {OPEN_USERS} users, uvloop server (target: achieved within 1% of asked, send_lag p99 <= 1 ms)")
+            print(f"  wake-up lateness on an idle hub, sleeps of 50-1950 us: {wakeups()}", flush=True)
             for rate in args.rates:
                 print(f"  {open_loop(server.url, rate, args.duration, Path(tmp)).line()}", flush=True)
         if not args.no_ceiling:

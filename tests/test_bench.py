@@ -28,6 +28,7 @@ def test_generator_bench_prints_its_ratios() -> None:
     assert "cpu/gevent" in result.stdout and "rate/gevent" in result.stdout
     assert "10 conns: cpu" in result.stdout
     assert "asked     2,000/s  achieved" in result.stdout  # the open loop
+    assert "gevent.sleep p50" in result.stdout and "alarm p50" in result.stdout  # and its timer's precision
     for profile in ("chat", "line"):  # redis too where redis-server is installed
         assert any(line.startswith(profile) and line.endswith("x") for line in result.stdout.splitlines()), profile
 

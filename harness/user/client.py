@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from harness.user.alarm import sleeper
 from harness.user.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify, escaped
 from harness.user.pacing import Pacer
 from harness.user.profiles import MAX_REPLY, ChatProfile, Profile
@@ -68,6 +69,7 @@ class TcpClient:
         self.stats = stats
         self.run = run
         self.watchdog = run.watchdog
+        self.sleep_until = sleeper(run.alarm)  # the open loop's: to within µs (see harness.user.alarm)
         self.connect_timeout = connect_timeout
         self.sources = run.source_pool(address[0], source_addresses, users)
         self.quit_timeout = quit_timeout
@@ -167,7 +169,7 @@ class TcpClient:
             return False
         send, recv, rec_message = sock.send, sock.recv, self.rec_message
         rec_uncorrected, rec_lag = self.rec_uncorrected, self.rec_send_lag
-        size, clock, sleep = len(data), perf_counter_ns, gevent.sleep
+        size, clock, sleep, sleep_until = len(data), perf_counter_ns, gevent.sleep, self.sleep_until
         stats = self.stats
         listeners, solo, fire = stats.listeners, stats.solo, stats.message  # see StatsReporter
         expected, read_reply = self.profile.known_reply(data), self._read_reply
@@ -178,9 +180,7 @@ class TcpClient:
             else:
                 intended = pacer.next_ns
                 pacer.next_ns = intended + pacer.interval_ns
-                now = clock()
-                if now < intended:
-                    sleep((intended - now) / 1e9)
+                sleep_until(intended)
                 t0 = clock()
             self.busy = t0
             try:

@@ -92,26 +92,29 @@ class LoopLagProbe:
     """How late this process's gevent hub runs a greenlet that is due: the generator's own delay.
 
     Like Node's ``monitorEventLoopDelay``: a greenlet sleeps ``interval`` and
-    appends how much later than asked it woke (µs, at least 0: a libev timer can
-    fire a little early) to ``record``. A timer that is due waits in the same
-    loop iteration, behind the same ready greenlets, as a user whose reply has
-    arrived, so this is the share of a ``message`` latency that the generator
-    itself adds. Idle, it reads the OS's wake-up latency (tens of µs); a
-    saturated hub or anything that holds it (a long flush) shows directly.
+    appends how much later than asked it woke (µs, at least 0) to ``record``.
+    It sleeps on :mod:`harness.user.alarm` (a timerfd the hub polls like a
+    socket), not on a libev timer: those wait whole milliseconds when the loop
+    is idle, and the probe would report that rounding as lag. A due wake-up
+    waits in the same loop iteration, behind the same ready greenlets, as a user
+    whose reply has arrived, so this is the share of a ``message`` latency that
+    the generator itself adds. Idle, it reads the OS's wake-up latency (tens of
+    µs); a saturated hub or anything that holds it (a long flush) shows directly.
     """
 
-    def __init__(self, record: Callable[[int], Any], interval: float = LOOP_LAG_INTERVAL) -> None:
+    def __init__(self, record: Callable[[int], Any], sleep_until: Callable[[int], Any],
+                 interval: float = LOOP_LAG_INTERVAL) -> None:
         self.record = record
+        self.sleep_until = sleep_until  # harness.user.alarm's: gevent.sleep would add libev's ms rounding
         self.interval = interval
         self.greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
-        interval, interval_ns, record = self.interval, int(self.interval * 1e9), self.record
-        sleep, clock = gevent.sleep, perf_counter_ns
+        interval_ns, record, sleep_until, clock = int(self.interval * 1e9), self.record, self.sleep_until, perf_counter_ns
         while True:
-            start = clock()
-            sleep(interval)
-            late = clock() - start - interval_ns
+            due = clock() + interval_ns
+            sleep_until(due)
+            late = clock() - due
             record(late // 1000 if late > 0 else 0)
 
     def stop(self) -> None:

@@ -35,6 +35,7 @@ from harness.machine import SATURATED_PERCENT  # the generator-health thresholds
 from harness.results.cells import GeneratorStats
 from harness.results.histogram_file import LoadSettings
 from harness.target import parse_host
+from harness.user.alarm import make_alarm, sleeper
 from harness.user.generator_health import CpuMonitor, LoopLagProbe
 from harness.user.options import DEFAULT_HOST, add_arguments, scenario_options
 from harness.user.recorder import Recorder, WorkerRecorder
@@ -91,7 +92,8 @@ class Run:
         self.cpu = CpuMonitor(role.value, self._local_users)
         self.remote_cpu: dict[str, dict[str, Any]] = {}
         # the master runs no users: its idle loop would only dilute the workers' lag
-        self.lag = LoopLagProbe(self.recorder.buffer("loop_lag").append) if role.runs_users else None
+        self.alarm = make_alarm() if role.runs_users else None  # the open loop's and the probe's wake-ups
+        self.lag = LoopLagProbe(self.recorder.buffer("loop_lag").append, sleeper(self.alarm)) if role.runs_users else None
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
         self.unanswered_recorded = False
@@ -146,6 +148,8 @@ class Run:
         self.watchdog.stop()
         if self.lag is not None:
             self.lag.stop()
+        if self.alarm is not None:
+            self.alarm.close()
         self.cpu.stop()
         self.recorder.flush()
         self.ended_at = time.time()

@@ -1,0 +1,97 @@
+"""The open loop's alarm: a real timerfd and a real gevent hub, in this process (no Locust, no sockets)."""
+
+from __future__ import annotations
+
+import os
+from time import perf_counter_ns
+
+import gevent
+import pytest
+
+from harness.user.alarm import SLACK_NS, Alarm, make_alarm, sleeper
+
+
+def _timerfds() -> set[int]:
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[timerfd]":
+                fds.add(int(name))
+        except OSError:
+            pass
+    return fds
+
+
+@pytest.fixture
+def alarm() -> Alarm:
+    made = make_alarm()
+    if made is None:
+        pytest.skip("no timerfd here (Linux only): the open loop sleeps on libev's timers alone")
+    yield made
+    made.close()
+
+
+def test_sleepers_wake_at_or_after_their_instants_in_their_order(alarm: Alarm) -> None:
+    """Never early (a send before its due time would shorten its latency), and earliest first."""
+    start = perf_counter_ns()
+    offsets_us = [9000, 3000, 6000, 4000, 12000, 2000, 7000]  # far enough apart for spawning them to take no part
+    woke: list[tuple[int, int]] = []
+
+    def sleeper_(due: int) -> None:
+        alarm.sleep_until(due)
+        woke.append((due, perf_counter_ns()))
+
+    gevent.joinall([gevent.spawn(sleeper_, start + us * 1000) for us in offsets_us], raise_error=True)
+    assert len(woke) == len(offsets_us)
+    assert all(at >= due for due, at in woke), woke
+    assert [due for due, _ in woke] == sorted(due for due, _ in woke)
+    # the timerfd fired and was re-armed until nothing was left to wait for
+    assert alarm.refilled > start
+    assert alarm.dues == [] and alarm.armed == 0
+
+
+def test_the_timerfd_is_armed_for_the_earliest_instant_not_the_latest(alarm: Alarm) -> None:
+    now = perf_counter_ns()
+    late, early = now + 50_000_000, now + 20_000_000
+    first = gevent.spawn(alarm.sleep_until, late)
+    gevent.sleep(0)  # it has pushed its instant and sleeps
+    assert alarm.armed == late + SLACK_NS
+    second = gevent.spawn(alarm.sleep_until, early)
+    gevent.sleep(0)
+    assert alarm.armed == early + SLACK_NS  # re-armed for the earlier one
+    third = gevent.spawn(alarm.sleep_until, now + 40_000_000)
+    gevent.sleep(0)
+    assert alarm.armed == early + SLACK_NS  # a later one leaves it alone
+    gevent.joinall([first, second, third], raise_error=True)
+    assert perf_counter_ns() >= late
+
+
+def test_an_instant_that_has_passed_returns_at_once_and_arms_nothing(alarm: Alarm) -> None:
+    alarm.sleep_until(perf_counter_ns() - 1_000_000)
+    assert alarm.dues == [] and alarm.armed == 0
+
+
+def test_close_releases_the_fd_and_sleepers_still_wake_on_time(alarm: Alarm) -> None:
+    """A user outliving its run (the run closed its alarm) still waits until its instant, never less."""
+    due = perf_counter_ns() + 30_000_000
+    sleeping = gevent.spawn(alarm.sleep_until, due)
+    gevent.sleep(0)
+    before = _timerfds()
+    assert alarm.timer.fd in before
+    alarm.close()
+    alarm.close()  # twice is harmless
+    sleeping.get()
+    # (gevent's monkey-patched os.close, as in Locust, closes at the loop's next turn)
+    assert alarm.timer.fd not in _timerfds()
+    assert perf_counter_ns() >= due
+    later = perf_counter_ns() + 5_000_000
+    alarm.sleep_until(later)  # after close: libev's timer alone
+    assert perf_counter_ns() >= later
+
+
+def test_without_an_alarm_the_sleeper_is_gevents_and_is_never_early() -> None:
+    sleep_until = sleeper(None)
+    due = perf_counter_ns() + 5_000_000
+    sleep_until(due)
+    assert perf_counter_ns() >= due
+    sleep_until(due - 10_000_000)  # passed: returns at once
