@@ -4,7 +4,9 @@
   rounds its wait to whole milliseconds) and after the open loop's timerfd alarm.
 - Open loop: Locust (scenarios/chat.py, ``--rate R`` over 100 users) against the
   uvloop server; over the whole seconds between "all spawned" and "stopping":
-  achieved msg/s vs asked, and ``send_lag`` p99 (how late sends left their schedule).
+  achieved msg/s vs asked, ``send_lag`` p99 (how late sends left their schedule), and
+  both sides' CPU: each user waits for its reply before its next send, so a saturated
+  server makes sends late too, and the line says which side ran out.
   A rate is *held* when achieved is within 1% of asked, either way, and sends leave
   within 10 ms of their schedule at p99 (the issue's accuracy target adds send_lag
   p99 <= 1 ms: ``on_time``). :func:`ceiling` finds the
@@ -40,8 +42,11 @@ if str(ROOT) not in sys.path:
 
 from harness.results.histogram_file import load_histogram_file, summarize  # noqa: E402
 from harness.server_process import die_with_parent  # noqa: E402
+from harness.server_sampler import Sampler  # noqa: E402
+from harness.server_sampler import summarize as summarize_samples  # noqa: E402
 
 HELD_RATIO, HELD_LAG_US = 0.99, 1000
+SATURATED = 90.0  # % of a core: that side ran out of CPU (as bench_generator judges the closed loop)
 #: A schedule whose sends leave this late at p99 is not held, even when a burst of catch-up sends
 #: brings the count back to (or above) the asked rate within the window.
 HELD_LAG_CEILING_US = 10_000
@@ -53,7 +58,8 @@ class OpenLoop:
     asked: float
     achieved: float
     send_lag_p99_us: int | None
-    cpu_percent: float | None
+    cpu_percent: float | None  # the Locust process, % of one core (mean over its run)
+    server_percent: float | None = None  # the server's tree, % of one core (mean over the steady window)
 
     @property
     def held(self) -> bool:
@@ -67,23 +73,36 @@ class OpenLoop:
         lag = self.send_lag_p99_us
         return self.held and lag is not None and lag <= HELD_LAG_US
 
+    @property
+    def saturated(self) -> str:
+        """Which side used a whole core: a user waits for its reply before its next send, so a
+        saturated server makes sends late too (send_lag is not only the generator's)."""
+        full = [name for name, pct in (("generator", self.cpu_percent), ("server", self.server_percent))
+                if pct is not None and pct >= SATURATED]
+        return "+".join(full) or "neither"
+
     def line(self) -> str:
         lag = "-" if self.send_lag_p99_us is None else f"{self.send_lag_p99_us / 1000:.2f} ms"
-        cpu = "-" if self.cpu_percent is None else f"{self.cpu_percent:.0f}%"
+        cpu, server = (("-" if p is None else f"{p:.0f}%") for p in (self.cpu_percent, self.server_percent))
         return (f"asked {self.asked:>9,.0f}/s  achieved {self.achieved:>9,.0f}/s ({self.achieved / self.asked:6.1%})  "
-                f"send_lag p99 {lag:>8}  generator {cpu:>5}  rate {'held' if self.held else 'MISSED'}, "
-                f"send_lag {'<= 1 ms' if self.on_time else '> 1 ms'}")  # fmt: skip
+                f"send_lag p99 {lag:>8}  generator {cpu:>5}  server {server:>5}  "
+                f"rate {'held' if self.held else 'MISSED'}, send_lag {'<= 1 ms' if self.on_time else '> 1 ms'}"
+                f"{'' if self.saturated == 'neither' else f'  (saturated: {self.saturated})'}")  # fmt: skip
 
 
-def open_loop(url: str, rate: float, duration: int, tmp: Path) -> OpenLoop:
-    """One Locust run at ``rate`` over 100 users; figures over its steady whole seconds."""
+def open_loop(server: Any, rate: float, duration: int, tmp: Path) -> OpenLoop:
+    """One Locust run at ``rate`` over 100 users against ``server`` (its ``url`` and ``pid``); figures over its steady whole seconds."""
     hdr = tmp / f"open-{rate:.0f}.json"
-    argv = [sys.executable, "-m", "locust", "-f", str(ROOT / "scenarios" / "chat.py"), "--headless", "--host", url,
+    argv = [sys.executable, "-m", "locust", "-f", str(ROOT / "scenarios" / "chat.py"), "--headless", "--host", server.url,
             "-u", str(OPEN_USERS), "-r", str(OPEN_USERS), "-t", f"{duration + 3}s", "--rate", str(rate),
             "--messages-per-session", str(10**9), "--hdr-file", str(hdr), "--only-summary", "--loglevel", "ERROR",
             "--stop-timeout", "2"]  # fmt: skip
-    subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=duration + 60, preexec_fn=die_with_parent, check=False)  # fmt: skip
+    sampler = Sampler(server.pid, interval=0.25).start()
+    try:
+        subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=duration + 60, preexec_fn=die_with_parent, check=False)  # fmt: skip
+    finally:
+        samples = sampler.stop()
     data = load_histogram_file(hdr)
     t0 = math.ceil(data.spawned_at or data.started_at) + 1  # a second to settle after the last spawn
     t1 = math.floor(data.stopping_at or data.ended_at)
@@ -93,15 +112,17 @@ def open_loop(url: str, rate: float, duration: int, tmp: Path) -> OpenLoop:
     sent = window["message"].get_total_count() if "message" in window else 0
     lag = summarize(window["send_lag"])["p99_us"] if "send_lag" in window else None
     cpu = [p.get("cpu_percent_mean") for p in data.generator.processes]
-    return OpenLoop(rate, sent / (t1 - t0), lag, cpu[0] if cpu and cpu[0] is not None else None)
+    server_cpu = summarize_samples(samples, t0, t1 + 0.2)["cpu_percent_mean"]
+    return OpenLoop(rate, sent / (t1 - t0), lag, cpu[0] if cpu and cpu[0] is not None else None,
+                    None if server_cpu is None else float(server_cpu))  # fmt: skip
 
 
-def ceiling(url: str, duration: int, tmp: Path, start: float = 40_000, steps: int = 3) -> tuple[float, list[OpenLoop]]:
+def ceiling(server: Any, duration: int, tmp: Path, start: float = 40_000, steps: int = 3) -> tuple[float, list[OpenLoop]]:
     """The highest rate held: double from ``start`` until one is missed, then bisect ``steps`` times."""
     runs: list[OpenLoop] = []
     low, high = 0.0, start
     while True:
-        run = open_loop(url, high, duration, tmp)
+        run = open_loop(server, high, duration, tmp)
         runs.append(run)
         print(f"  ceiling probe: {run.line()}", flush=True)
         if not run.held:
@@ -113,7 +134,7 @@ def ceiling(url: str, duration: int, tmp: Path, start: float = 40_000, steps: in
         mid = round((low + high) / 2, -3)
         if mid in (low, high):
             break
-        run = open_loop(url, mid, duration, tmp)
+        run = open_loop(server, mid, duration, tmp)
         runs.append(run)
         print(f"  ceiling probe: {run.line()}", flush=True)
         low, high = (mid, high) if run.held else (low, mid)
@@ -224,10 +245,13 @@ def extras(args: argparse.Namespace, server: Any, measure: Callable[..., Any], s
             print(f"\nopen loop, {OPEN_USERS} users, uvloop server (target: achieved within 1% of asked, send_lag p99 <= 1 ms)")
             print(f"  wake-up lateness on an idle hub, sleeps of 50-1950 us: {wakeups()}", flush=True)
             for rate in args.rates:
-                print(f"  {open_loop(server.url, rate, args.duration, Path(tmp)).line()}", flush=True)
+                print(f"  {open_loop(server, rate, args.duration, Path(tmp)).line()}", flush=True)
         if not args.no_ceiling:
-            best, _runs = ceiling(server.url, args.duration, Path(tmp), start=max(args.rates or [40_000]))
-            print(f"  highest rate one process held within 1%: {best:,.0f} msg/s" if best else "  no rate held", flush=True)
+            best, runs = ceiling(server, args.duration, Path(tmp), start=max(args.rates or [40_000]))
+            missed = sorted((r for r in runs if not r.held and r.asked > best), key=lambda r: r.asked)
+            why = f"; at {missed[0].asked:,.0f}/s saturated: {missed[0].saturated}" if missed else ""
+            print(f"  highest rate one process held within 1%: {best:,.0f} msg/s{why}" if best else "  no rate held",
+                  flush=True)  # fmt: skip
         if not args.no_profiles:
             profiles(args, server, Path(tmp), measure, spread, never)
 
