@@ -180,8 +180,13 @@ def report(args: argparse.Namespace, runs: dict[tuple[int, float], Measure]) -> 
     print(f"per 1,000 idle connections:   {idle_mb:6.1f} MB RSS, {idle_cpu:5.2f} % of a core")
     print(f"per 1,000 active connections: {act_mb:6.1f} MB RSS, {act_cpu:5.2f} % of a core "
           f"({us_per_msg:.0f} µs of generator CPU per message)")  # fmt: skip
-    if idle_cpu > 0:
+    # CPU times come in clock ticks (10 ms): a difference under two ticks over the window is not measured
+    resolved = 2 * 100 * (1 / os.sysconf("SC_CLK_TCK")) / args.window  # % of a core
+    k = (args.large - args.small) / 1000
+    if idle_cpu * k >= resolved:
         print(f"active/idle CPU per connection: {act_cpu / idle_cpu:.1f}x")
+    else:
+        print(f"active/idle CPU per connection: - (idle connections cost less CPU than a {args.window:.0f} s window resolves)")
     big = runs[(args.large, IDLE_THINK)]
     print(f"connect rate: {big.connect_rate:.0f} connections/s ({big.connections} at once, "
           f"{big.connect_s:.2f} s first to last, as the server counted them)")  # fmt: skip
