@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
@@ -11,6 +12,13 @@ import pytest
 from harness.server_process import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell that starts the suite in the background without job control (`cmd &` in a script) leaves
+# SIGINT ignored, and every process a test starts would inherit that: the tests that send SIGINT
+# would send it to processes that cannot hear it. With Python's own handler here, children start
+# with the default disposition (a handler does not survive exec; an ignored signal does).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
