@@ -41,12 +41,11 @@ import gevent
 EXPIRIES_PER_S = 2000
 #: ... and at most this many in a burst.
 BURST = 4
-#: The timerfd is armed this long after the instant: libev's timer is due a few hundred ns
-#: after it (gevent.sleep reads the clock again), and an expiry that came before the timer was
-#: due would leave libev waiting its rounded millisecond.
-SLACK_NS = 20_000
+#: The timerfd is armed this long after the instant: libev keeps its clock in double seconds, and
+#: its timer must be due by the time the expiry wakes the loop (see Alarm.sleep_until).
+SLACK_NS = 1_000
 CLOCK_MONOTONIC = 1
-TFD_NONBLOCK, TFD_CLOEXEC, TFD_TIMER_ABSTIME = 0o4000, 0o2000000, 1
+TFD_NONBLOCK, TFD_CLOEXEC, TFD_TIMER_ABSTIME = os.O_NONBLOCK, os.O_CLOEXEC, 1  # Linux defines them so
 
 
 class _Timespec(ctypes.Structure):
@@ -101,45 +100,77 @@ class Alarm:
         self.tokens = float(BURST)
         self.refilled = 0  # when the bucket was last counted (perf_counter_ns)
         self.closed = False
-        self.watcher = gevent.get_hub().loop.io(self.timer.fd, 1)  # 1: readable
-        self.watcher.start(self._expired)
+        self.hub = gevent.get_hub()
+        try:
+            # ref=False: the alarm alone does not keep the loop alive (the sleepers' own timers do)
+            self.watcher = self.hub.loop.io(self.timer.fd, 1, ref=False)  # 1: readable
+            self.watcher.start(self._expired)
+        except BaseException:
+            self.timer.close()
+            raise
 
     def sleep_until(self, due_ns: int) -> None:
-        """Return at ``due_ns`` (``perf_counter_ns`` time) or just after; at once when it has passed."""
-        left = due_ns - perf_counter_ns()
-        if left <= 0:
+        """Return at ``due_ns`` (``perf_counter_ns`` time) or just after; at once when it has passed.
+
+        libev's clock is read before ours, so its timer is due at or before ``due_ns``
+        and the timerfd, armed at ``due_ns``, can only expire once libev's timer is due:
+        an expiry that came first would leave libev waiting its rounded millisecond.
+        The timer may then run a little before ``due_ns``: the loop sleeps the rest.
+        """
+        hub = self.hub
+        loop = hub.loop
+        while True:
+            loop.update_now()
+            left = due_ns - perf_counter_ns()
+            if left <= 0:
+                return
+            if not self.closed:
+                heappush(self.dues, due_ns)
+                at = due_ns + SLACK_NS
+                if at < self.quiet_until:
+                    at = self.quiet_until
+                if not self.armed or at < self.armed:
+                    self._arm(at)
+            with loop.timer(left / 1e9) as timer:  # gevent.sleep, without its second clock read
+                hub.wait(timer)
+
+    def _arm(self, at: int) -> None:
+        try:
+            self.timer.arm(at)
+        except OSError:  # cannot happen with a good fd; if it does, libev's timers alone from here
+            self.close()
             return
-        if not self.closed:
-            heappush(self.dues, due_ns)
-            at = due_ns + SLACK_NS
-            if at < self.quiet_until:
-                at = self.quiet_until
-            if not self.armed or at < self.armed:
-                self.armed = at
-                self.timer.arm(at)
-        gevent.sleep(left / 1e9)  # updates libev's clock first: its timer is due at due_ns, a few ns after
+        self.armed = at
 
     def _expired(self) -> None:
         """In the hub: the timerfd expired (libev runs the due timers after this). Arm for the next due."""
+        fired, self.armed = self.armed, 0
         try:
             os.read(self.timer.fd, 8)
-        except BlockingIOError:
-            pass  # re-armed for later since it became readable
-        dues, now = self.dues, perf_counter_ns()
-        while dues and dues[0] <= now:
+        except BlockingIOError:  # not expired after all (re-armed since the loop saw it readable)
+            self.armed = fired
+            return
+        except OSError:
+            self.close()
+            return
+        # libev read its clock after the expiry, so the timers of dues up to ``fired`` run in this
+        # loop iteration; a later due stays in the heap, whatever the time is now
+        dues = self.dues
+        while dues and dues[0] <= fired:
             heappop(dues)
+        now = perf_counter_ns()
         tokens = min(BURST, self.tokens + (now - self.refilled) * EXPIRIES_PER_S / 1e9) - 1
         self.tokens, self.refilled = tokens, now
         self.quiet_until = now if tokens >= 1 else now + int((1 - tokens) * 1e9 / EXPIRIES_PER_S)
-        self.armed = max(dues[0] + SLACK_NS, self.quiet_until) if dues else 0
-        if self.armed:
-            self.timer.arm(self.armed)
+        if dues:
+            self._arm(max(dues[0] + SLACK_NS, self.quiet_until))
 
     def close(self) -> None:
         """Stop watching and close the fd; sleepers still wake, on libev's timers alone."""
         if self.closed:
             return
         self.closed = True
+        self.armed = 0
         self.watcher.stop()
         self.timer.close()
 
