@@ -41,12 +41,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from harness.results.histogram_file import load_histogram_file, summarize  # noqa: E402
+from harness.machine import SATURATED_PERCENT  # noqa: E402  (a side above it ran out of CPU)
 from harness.server_process import die_with_parent  # noqa: E402
 from harness.server_sampler import Sampler  # noqa: E402
 from harness.server_sampler import summarize as summarize_samples  # noqa: E402
 
 HELD_RATIO, HELD_LAG_US = 0.99, 1000
-SATURATED = 90.0  # % of a core: that side ran out of CPU (as bench_generator judges the closed loop)
 #: A schedule whose sends leave this late at p99 is not held, even when a burst of catch-up sends
 #: brings the count back to (or above) the asked rate within the window.
 HELD_LAG_CEILING_US = 10_000
@@ -78,7 +78,7 @@ class OpenLoop:
         """Which side used a whole core: a user waits for its reply before its next send, so a
         saturated server makes sends late too (send_lag is not only the generator's)."""
         full = [name for name, pct in (("generator", self.cpu_percent), ("server", self.server_percent))
-                if pct is not None and pct >= SATURATED]
+                if pct is not None and pct >= SATURATED_PERCENT]
         return "+".join(full) or "neither"
 
     def line(self) -> str:
