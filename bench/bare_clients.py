@@ -22,9 +22,14 @@ def _to_next_second() -> float:
     return math.floor(now) + 1.0005 - now
 
 
-def gevent_client(host: str, port: int, conns: int, per_session: int, limit: float) -> dict[str, object]:
+def gevent_client(host: str, port: int, conns: int, per_session: int, limit: float,
+                  raw: bool = False) -> dict[str, object]:
+    """gevent's ``send``/``recv``; ``raw``: the harness's message path instead (harness.user.raw_socket:
+    the OS socket's send, gevent's wait for readable, one recv): the floor of the same primitives."""
     import gevent
     from gevent import socket as gsocket
+
+    from harness.user.raw_socket import raw_socket
 
     stop = [False]
     counts, ticks = [0] * conns, {}
@@ -56,16 +61,37 @@ def gevent_client(host: str, port: int, conns: int, per_session: int, limit: flo
                 s, left = connect(), per_session
         quit_(s)
 
+    def raw_loop(i: int) -> None:
+        s, size, left = connect(), len(PAYLOAD), per_session
+        r = raw_socket(s)
+        assert r is not None, "gevent's socket internals are missing"
+        send, recv, wait, readable = r  # bound once per connection, as the harness does
+        while not stop[0]:
+            if send(PAYLOAD) != size:
+                raise RuntimeError("short send")
+            wait(readable)
+            if recv(MAX_MESSAGE) != REPLY:
+                raise RuntimeError("a reply other than '-'")
+            counts[i] += 1
+            left -= 1
+            if not left:
+                quit_(s)
+                s, left = connect(), per_session
+                r = raw_socket(s)
+                assert r is not None
+                send, recv, wait, readable = r
+        quit_(s)
+
     def ticker() -> None:
         while not stop[0]:
             gevent.sleep(_to_next_second())
             ticks[int(time.time())] = sum(counts)  # messages so far, at the start of each second
 
     tick = gevent.spawn(ticker)
-    loops = [gevent.spawn(loop, i) for i in range(conns)]
+    loops = [gevent.spawn(raw_loop if raw else loop, i) for i in range(conns)]
     gevent.joinall(loops, raise_error=True)
     tick.kill()
-    return {"ticks": ticks, "flavour": "gevent"}
+    return {"ticks": ticks, "flavour": "gev-raw" if raw else "gevent"}
 
 
 def asyncio_client(host: str, port: int, conns: int, per_session: int, limit: float) -> dict[str, object]:

@@ -1,14 +1,19 @@
 """How much does the load generator cost? Messages/s and generator CPU µs per message.
 
-One server, then at each connection count a bare gevent socket loop, a bare
-asyncio loop (uvloop when installed) and the Locust ``TcpUser``
-(scenarios/chat.py, headless), each in its own process, interleaved
-(gevent, asyncio, locust, gevent, ...) ``--repeat`` times so drift on a shared
-machine hits all three alike. Every client sends the same 12 bytes (chat.py's
-default message) and waits for one ``-``. By default nobody reconnects (Locust
-gets --messages-per-session 10**9): the figure of interest is the per-message
-path, and connect/accept costs are the kernel's and the server's; with
-``--messages-per-session K`` all three quit and reconnect every K messages.
+One server, then at each connection count a bare gevent socket loop (``send``
+and ``recv``, as anyone would write it: the issue's floor), a bare gevent loop
+on the harness's own message path (``gevent-raw``: the OS socket's send, gevent's
+wait for readable, one recv; harness.user.raw_socket), a bare asyncio loop
+(uvloop when installed) and the Locust ``TcpUser`` (scenarios/chat.py,
+headless), each in its own process, interleaved (gevent, gevent-raw, asyncio,
+locust, gevent, ...) ``--repeat`` times so drift on a shared machine hits all
+alike. The targets are against the first; the ratio to ``gevent-raw`` is what
+Locust and the recording cost on top of the same primitives. Every client sends
+the same 12 bytes (chat.py's default message) and waits for one ``-``. By
+default nobody reconnects (Locust gets --messages-per-session 10**9): the figure
+of interest is the per-message path, and connect/accept costs are the kernel's
+and the server's; with ``--messages-per-session K`` all four quit and reconnect
+every K messages.
 
 All clients are measured the same way from here: once the server sees every
 connection (spawning done), a window of ``--duration`` whole wall-clock seconds;
@@ -64,7 +69,7 @@ from harness.server_process import (  # noqa: E402
 from bare_clients import PAYLOAD  # noqa: E402  (bench/ is the script's folder)
 from server.args import Parser  # noqa: E402
 
-CLIENTS = ("gevent", "asyncio", "locust")
+CLIENTS = ("gevent", "gevent-raw", "asyncio", "locust")
 #: Measured on this 2-core VM (see the module's report): uvloop's single process leaves the
 #: generator a whole core; prefork --processes 2 competes with it for the second one.
 DEFAULT_SERVER = "asyncio --loop uvloop"
@@ -222,11 +227,12 @@ def report(results: dict[int, dict[str, list[Figure]]], cores: int) -> None:
                   f"  {limit(*med, cores)}")  # fmt: skip
     print("\nLocust TcpUser / bare loop: the median of each repetition's ratio [min-max] (cpu: lower is better; "
           "msgs/s: higher is better)")
-    print(f"{'conns':>5} {'cpu/gevent':>18} {'rate/gevent':>18} {'cpu/asyncio':>18} {'rate/asyncio':>18}")
+    print(f"{'conns':>5} {'cpu/gevent':>18} {'rate/gevent':>18} {'cpu/gev-raw':>18} {'rate/gev-raw':>18} "
+          f"{'cpu/asyncio':>18} {'rate/asyncio':>18}")  # fmt: skip
     ratios = {}
     for conns, by_kind in results.items():
         row = []
-        for bare in ("gevent", "asyncio"):
+        for bare in ("gevent", "gevent-raw", "asyncio"):
             pairs = list(zip(by_kind["locust"], by_kind[bare]))  # the same repetition: seconds apart
             cpu, rate = [lo.cpu_us / b.cpu_us for lo, b in pairs], [lo.rate / b.rate for lo, b in pairs]
             row += [cpu, rate]
@@ -255,7 +261,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="open loop: comma-separated msg/s over 100 users (default 20000,40000; empty: none)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the search for the highest rate held")
     p.add_argument("--no-profiles", action="store_true", help="skip the protocol profiles' costs")
-    p.add_argument("--client", choices=("gevent", "asyncio"), help=argparse.SUPPRESS)
+    p.add_argument("--client", choices=("gevent", "gevent-raw", "asyncio"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not 1 <= args.duration <= (600 if args.client else 60):
@@ -298,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.client:  # a child: loopback only, bounded by --duration seconds
         from bare_clients import asyncio_client, gevent_client
 
-        client = gevent_client if args.client == "gevent" else asyncio_client
-        print(json.dumps(client("127.0.0.1", args.port, args.levels[0], args.per_session, args.duration)))
+        limits = ("127.0.0.1", args.port, args.levels[0], args.per_session, args.duration)
+        if args.client == "asyncio":
+            result = asyncio_client(*limits)
+        else:
+            result = gevent_client(*limits, raw=args.client == "gevent-raw")
+        print(json.dumps(result))
         return 0
     try:
         server = start_server(args.variant, backlog=1024, extra_args=args.server_args)

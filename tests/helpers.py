@@ -6,12 +6,16 @@ import errno
 import json
 import os
 import random
+import csv
 import selectors
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,3 +289,28 @@ def redis_binary(name: str = "redis-server") -> str:
             pytest.fail(f"SWARMBENCH_REQUIRE_REDIS=1 but no {name} on PATH (.ci/run installs redis-server and redis-tools)")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+class ThreadingServer(socketserver.ThreadingTCPServer):
+    """A test's own server (a handler class of the test's), a thread per connection."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@contextmanager
+def serving(handler: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
+    """``handler`` served on a loopback port chosen by the OS (yielded), shut down on exit."""
+    server = ThreadingServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def failure_messages(tmp: Path) -> list[str]:
+    """The Error column of Locust's failures CSV (``--csv TMP/stats``)."""
+    with (tmp / "stats_failures.csv").open() as f:
+        return [row["Error"] for row in csv.DictReader(f)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import socket
 import socketserver
 import ssl
@@ -13,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, free_port, kill_group, locust_argv, run_locust, wait_for, redis_binary
+from helpers import (ROOT, RUN_TIMEOUT, ThreadingServer, assert_counts_match, failure_messages, free_port, kill_group,
+                     locust_argv, redis_binary, run_locust, wait_for)
 
 from harness.user.failures import ServerError, UnexpectedReply
 from harness.user.profiles import PROFILES, ChatProfile, LineProfile, RedisProfile, resp_end
@@ -121,14 +121,9 @@ class _LineEcho(socketserver.StreamRequestHandler):
             self.wfile.write(line)
 
 
-class _Threading(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 @pytest.fixture
 def line_server() -> Iterator[str]:
-    server = _Threading(("127.0.0.1", 0), _LineEcho)
+    server = ThreadingServer(("127.0.0.1", 0), _LineEcho)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -213,7 +208,7 @@ def test_redis_error_reply_is_counted_as_server_error(redis_server: tuple[str, i
     assert result.hdr.names["session"].count > 0
     assert "message" not in result.hdr.names  # no success to time
     assert result.locust["message"]["num_failures"] == result.locust["message"]["num_requests"] == errors["ServerError"]
-    assert any("ERR value is not an integer" in m for m in _failure_messages(tmp_path))
+    assert any("ERR value is not an integer" in m for m in failure_messages(tmp_path))
 
 
 class _Http(socketserver.BaseRequestHandler):
@@ -224,16 +219,10 @@ class _Http(socketserver.BaseRequestHandler):
             self.request.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
 
-def _failure_messages(tmp_path: Path) -> list[str]:
-    """The Error column of Locust's failures CSV (``--csv TMP/stats``)."""
-    with (tmp_path / "stats_failures.csv").open() as f:
-        return [row["Error"] for row in csv.DictReader(f)]
-
-
 @pytest.mark.slow
 def test_a_reply_that_does_not_parse_is_an_unexpected_reply(tmp_path: Path) -> None:
     """An HTTP server is no Redis: every message fails, its first bytes shown escaped."""
-    server = _Threading(("127.0.0.1", 0), _Http)
+    server = ThreadingServer(("127.0.0.1", 0), _Http)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         result = run_locust("chat.py", tmp_path, f"127.0.0.1:{server.server_address[1]}", "--protocol", "redis",
@@ -243,7 +232,7 @@ def test_a_reply_that_does_not_parse_is_an_unexpected_reply(tmp_path: Path) -> N
         server.server_close()
     assert result.code == 1, result.output
     assert set(result.hdr.failures["message"]) == {"UnexpectedReply"}
-    messages = _failure_messages(tmp_path)
+    messages = failure_messages(tmp_path)
     assert any("a reply redis does not parse" in m and "b'HTTP/1.1 400 Bad Request" in m for m in messages), messages
 
 
@@ -261,7 +250,7 @@ class _LengthPrefixedEcho(socketserver.BaseRequestHandler):
 
 @pytest.mark.slow
 def test_custom_framing_example_runs_under_locust(tmp_path: Path) -> None:
-    server = _Threading(("127.0.0.1", 0), _LengthPrefixedEcho)
+    server = ThreadingServer(("127.0.0.1", 0), _LengthPrefixedEcho)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     try:
@@ -324,8 +313,8 @@ def tls_files(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _tls_server(chain: Path | None) -> tuple[_Threading, int]:
-    server = _Threading(("127.0.0.1", 0), _TlsChat)
+def _tls_server(chain: Path | None) -> tuple[ThreadingServer, int]:
+    server = ThreadingServer(("127.0.0.1", 0), _TlsChat)
     context = None
     if chain is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -368,7 +357,7 @@ def test_tls(start: Any, tls_files: dict[str, Path], tmp_path: Path, chain: str 
         assert result.code == 1, result.output
         assert set(result.hdr.failures) == {"tls_handshake"}, result.hdr.failures
         assert set(result.hdr.failures["tls_handshake"]) == {"TlsFailure"}
-        messages = _failure_messages(tmp_path)
+        messages = failure_messages(tmp_path)
         assert any(failure in m for m in messages) and all("\n" not in m for m in messages), messages
         assert "message" not in result.hdr.names
         handshakes = result.locust["tls_handshake"]

@@ -3,7 +3,9 @@
 - :mod:`~harness.user.tcp_user`: the abstract ``TcpUser`` scenarios subclass;
 - :mod:`~harness.user.client`: the timed TCP client and its one per-message loop (the hot path);
 - :mod:`~harness.user.stats`: the one function that reports a result to Locust;
-- :mod:`~harness.user.pacing`: the open loop's schedule; :mod:`~harness.user.watchdog`: reply timeouts;
+- :mod:`~harness.user.raw_socket`: the message path's OS socket and wait;
+- :mod:`~harness.user.pacing`: the open loop's schedule; :mod:`~harness.user.dispatch`: its sends, from
+  the hub; :mod:`~harness.user.alarm`: its wake-ups to within µs; :mod:`~harness.user.watchdog`: reply timeouts;
 - :mod:`~harness.user.failures`: failure classes; :mod:`~harness.user.source_addresses`: 127.0.0.x pools;
 - :mod:`~harness.user.recorder`: µs histograms per second; :mod:`~harness.user.generator_health`: the
   generator's CPU and loop lag; :mod:`~harness.user.plugin` and :mod:`~harness.user.options`: Locust's

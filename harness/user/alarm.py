@@ -124,15 +124,23 @@ class Alarm:
             left = due_ns - perf_counter_ns()
             if left <= 0:
                 return
-            if not self.closed:
-                heappush(self.dues, due_ns)
-                at = due_ns + SLACK_NS
-                if at < self.quiet_until:
-                    at = self.quiet_until
-                if not self.armed or at < self.armed:
-                    self._arm(at)
+            self.bound(due_ns)
             with loop.timer(left / 1e9) as timer:  # gevent.sleep, without its second clock read
                 hub.wait(timer)
+
+    def bound(self, due_ns: int) -> None:
+        """The hub's idle wait ends by ``due_ns`` (plus SLACK_NS, or when the bucket allows).
+
+        For a libev timer started after ``loop.update_now()`` for ``due_ns``: see sleep_until.
+        """
+        if self.closed:
+            return
+        heappush(self.dues, due_ns)
+        at = due_ns + SLACK_NS
+        if at < self.quiet_until:
+            at = self.quiet_until
+        if not self.armed or at < self.armed:
+            self._arm(at)
 
     def _arm(self, at: int) -> None:
         try:

@@ -16,7 +16,10 @@ until the profile finds a whole reply and checks it.
 
 The per-message loop (:meth:`TcpClient.messages`) is the hot path: no socket
 timeout (gevent would arm a timer per wait); the run's watchdog expires
-clients whose reply is late.
+clients whose reply is late. On gevent's plain socket it sends on the OS socket
+and waits for readable before its one ``recv`` (:mod:`harness.user.raw_socket`);
+in the open loop it hands each message that is not yet due to the run's
+dispatcher and waits for the reply at once (:mod:`harness.user.dispatch`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from harness.user.alarm import sleeper
 from harness.user.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify, escaped
 from harness.user.pacing import Pacer
 from harness.user.profiles import MAX_REPLY, ChatProfile, Profile
+from harness.user.raw_socket import raw_socket
 from harness.user.stats import StatsReporter
 from harness.user.tls import TlsSettings, tls_failure
 
@@ -69,7 +73,12 @@ class TcpClient:
         self.stats = stats
         self.run = run
         self.watchdog = run.watchdog
-        self.sleep_until = sleeper(run.alarm)  # the open loop's: to within µs (see harness.user.alarm)
+        self.sleep_until = sleeper(run.alarm)  # the open loop's under TLS: to within µs (see harness.user.alarm)
+        # the open loop's sends on plain TCP (see harness.user.dispatch): made in the hub when due
+        self.dispatch = run.dispatcher.send_at if run.dispatcher is not None and tls is None else None
+        self.pending = 0  # the dispatcher's ticket of the message waiting to be sent; 0: none
+        self.sent_at = 0  # perf_counter_ns when the dispatcher sent it
+        self.send_error: OSError | None = None  # what the dispatcher's send raised
         self.connect_timeout = connect_timeout
         self.sources = run.source_pool(address[0], source_addresses, users)
         self.quit_timeout = quit_timeout
@@ -129,7 +138,7 @@ class TcpClient:
             sock = self._handshake(sock)
             if sock is None:
                 return False
-        self.sock, self.session_start, self.expired = sock, start, False
+        self.sock, self.session_start, self.expired, self.send_error = sock, start, False, None
         self.watchdog.add(self)
         return True
 
@@ -167,7 +176,13 @@ class TcpClient:
         sock = self.sock
         if sock is None:
             return False
-        send, recv, rec_message = sock.send, sock.recv, self.rec_message
+        recv, rec_message = sock.recv, self.rec_message
+        raw = raw_socket(sock) if self.tls is None else None
+        if raw is None:  # TLS, or not gevent's socket: its own methods, and the open loop sleeps until due
+            send, raw_recv, wait, readable, dispatch = sock.send, recv, None, None, None
+        else:
+            send, raw_recv, wait, readable = raw
+            dispatch = self.dispatch if pacer is not None else None
         rec_uncorrected, rec_lag = self.rec_uncorrected, self.rec_send_lag
         size, clock, sleep, sleep_until = len(data), perf_counter_ns, gevent.sleep, self.sleep_until
         stats = self.stats
@@ -175,25 +190,53 @@ class TcpClient:
         expected, read_reply = self.profile.known_reply(data), self._read_reply
         recv_size = self.profile.recv_size
         for _ in range(count):
+            queued = False  # handed to the dispatcher, which sends it in the hub when due
             if pacer is None:
                 t0 = intended = clock()
-            else:
+            elif dispatch is None:
                 intended = pacer.next_ns
                 pacer.next_ns = intended + pacer.interval_ns
                 sleep_until(intended)
                 t0 = clock()
-            self.busy = t0
+            else:
+                intended = pacer.next_ns
+                pacer.next_ns = intended + pacer.interval_ns
+                t0 = clock()
+                if t0 < intended:
+                    self.pending = dispatch(intended, self, send, data)
+                    queued = True
             try:
-                sent = send(data)
-                if sent != size:
-                    sock.sendall(data[sent:])
-                reply = recv(recv_size)
+                if not queued:
+                    self.busy = t0
+                    try:
+                        sent = send(data)
+                    except BlockingIOError:  # the OS socket's buffer is full: gevent's sendall waits
+                        sent = 0
+                    if sent != size:
+                        sock.sendall(data[sent:])
+                if wait is not None:
+                    wait(readable)
+                    try:
+                        reply = raw_recv(recv_size)
+                    except BlockingIOError:  # woken, yet nothing to read: gevent's recv waits again
+                        reply = recv(recv_size)
+                else:
+                    reply = recv(recv_size)
                 failure = None if reply == expected else read_reply(reply)
             except OSError as exc:
                 self._broken(intended, classify(exc))
                 return False
+            except BaseException:  # killed while waiting (the run stops): nothing is sent for it later
+                self.pending = 0
+                raise
             t1 = clock()
             self.busy = 0
+            if queued:
+                if self.pending:  # bytes came in before the message left: they answer nothing sent
+                    self.pending = 0
+                    self._broken(intended, UnexpectedReply(f"a reply before the message was sent: {escaped(reply)}"))
+                    return False
+                t0 = self.sent_at
             if failure is not None:
                 if failure.fatal:
                     self._broken(intended, failure)
@@ -213,6 +256,29 @@ class TcpClient:
                 sleep(think)
         return True
 
+    def send_failed(self, exc: OSError) -> None:
+        """The dispatcher's send failed: the waiting ``recv`` wakes (shutdown) and reports ``exc``."""
+        self.send_error = exc
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def send_rest(self, rest: bytes) -> None:
+        """The dispatcher sent part of a message (the socket's buffer was full): a greenlet sends the rest."""
+        sock = self.sock
+        if sock is not None:
+            gevent.spawn(self._send_rest, sock, rest)
+
+    def _send_rest(self, sock: socket.socket, rest: bytes) -> None:
+        try:
+            sock.sendall(rest)
+        except OSError as exc:
+            if sock is self.sock:
+                self.send_failed(exc)
+
     def _read_reply(self, data: bytes) -> TcpFailure | None:
         """The rest of a reply the one compare did not match: read until the profile sees a whole one, check it.
 
@@ -223,6 +289,8 @@ class TcpClient:
             if not data:
                 if self.expired:
                     return ReplyTimeout()
+                if self.send_error is not None:
+                    return classify(self.send_error)
                 return ClosedByServer(f"the server closed the connection mid-reply after {escaped(buf)}") if buf \
                     else ClosedByServer()
             try:
@@ -255,6 +323,8 @@ class TcpClient:
         self.busy = 0
         if self.expired:  # the watchdog's shutdown, whatever errno gevent raised for it
             exc = ReplyTimeout()
+        elif self.send_error is not None:  # the dispatcher's send failed, and its shutdown woke the recv
+            exc = classify(self.send_error)
         self._failure("message", start, exc)
         self._failure("session", self.session_start, exc)
         self.close()
@@ -284,6 +354,7 @@ class TcpClient:
 
     def _detach(self) -> socket.socket | None:
         sock, self.sock = self.sock, None
+        self.pending = 0
         self.watchdog.discard(self)
         return sock
 

@@ -36,6 +36,7 @@ from harness.results.cells import GeneratorStats
 from harness.results.histogram_file import LoadSettings
 from harness.target import parse_host
 from harness.user.alarm import make_alarm, sleeper
+from harness.user.dispatch import Dispatcher
 from harness.user.generator_health import CpuMonitor, LoopLagProbe
 from harness.user.options import DEFAULT_HOST, add_arguments, scenario_options
 from harness.user.recorder import Recorder, WorkerRecorder
@@ -94,6 +95,7 @@ class Run:
         # the master runs no users: its idle loop would only dilute the workers' lag
         self.alarm = make_alarm() if role.runs_users else None  # the open loop's and the probe's wake-ups
         self.lag = LoopLagProbe(self.recorder.buffer("loop_lag").append, sleeper(self.alarm)) if role.runs_users else None
+        self.dispatcher = Dispatcher(self.alarm) if role.runs_users else None  # the open loop's sends
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
         self.unanswered_recorded = False
@@ -148,6 +150,8 @@ class Run:
         self.watchdog.stop()
         if self.lag is not None:
             self.lag.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         if self.alarm is not None:
             self.alarm.close()
         self.cpu.stop()
