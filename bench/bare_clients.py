@@ -29,8 +29,6 @@ def gevent_client(host: str, port: int, conns: int, per_session: int, limit: flo
     import gevent
     from gevent import socket as gsocket
 
-    from harness.user.raw_socket import raw_socket
-
     stop = [False]
     counts, ticks = [0] * conns, {}
     gevent.signal_handler(signal.SIGTERM, lambda: stop.__setitem__(0, True))
@@ -62,6 +60,8 @@ def gevent_client(host: str, port: int, conns: int, per_session: int, limit: flo
         quit_(s)
 
     def raw_loop(i: int) -> None:
+        from harness.user.raw_socket import raw_socket
+
         s, size, left = connect(), len(PAYLOAD), per_session
         r = raw_socket(s)
         assert r is not None, "gevent's socket internals are missing"
@@ -70,7 +70,11 @@ def gevent_client(host: str, port: int, conns: int, per_session: int, limit: flo
             if send(PAYLOAD) != size:
                 raise RuntimeError("short send")
             wait(readable)
-            if recv(MAX_MESSAGE) != REPLY:
+            try:
+                reply = recv(MAX_MESSAGE)
+            except BlockingIOError:  # woken, yet nothing to read: as the harness, gevent's recv waits
+                reply = s.recv(MAX_MESSAGE)
+            if reply != REPLY:
                 raise RuntimeError("a reply other than '-'")
             counts[i] += 1
             left -= 1

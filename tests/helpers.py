@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
 import random
-import csv
 import selectors
 import socket
 import socketserver

@@ -231,3 +231,80 @@ def test_the_open_loop_over_tls_sleeps_until_due(tmp_path: Path) -> None:
     assert result.hdr.names["send_lag"].count == result.hdr.names["message"].count > 50
     assert 0 < result.hdr.options.achieved_rate <= 100 * 1.02, result.hdr.options.achieved_rate
     assert_counts_match(result)
+
+
+QUEUED_THEN = """
+import socket
+from time import perf_counter_ns
+
+import gevent
+from locust import task
+from locust.exception import StopUser
+
+from harness.user import TcpUser
+from harness.user.pacing import Pacer
+
+
+class Queued(TcpUser):
+    @task
+    def once(self) -> None:
+        self.connect()
+        pacer = Pacer(1.0)
+        pacer.next_ns = perf_counter_ns() + {due_ms} * 1_000_000  # not due yet: the dispatcher holds it
+        {then}
+        self.client.messages(1, b"x" * {size}, pacer)
+        raise StopUser()
+"""
+
+
+class _Silent(socketserver.BaseRequestHandler):
+    """Accepts, reads nothing and keeps the connection open for a while (a peer's end seen or not)."""
+
+    def handle(self) -> None:
+        threading.Event().wait(5)
+
+
+def test_a_queued_send_that_fails_is_the_sessions_failure(tmp_path: Path) -> None:
+    """The client's own write side is shut before the message is due: the dispatcher's send raises
+    EPIPE, and the user waiting for the reply reports that error, not the shutdown's end of file."""
+    locustfile = tmp_path / "queued.py"
+    locustfile.write_text(QUEUED_THEN.format(due_ms=300, size=5, then=(
+        "gevent.spawn_later(0.05, self.client.sock.shutdown, socket.SHUT_WR)")))
+    with serving(_Silent) as port:
+        result = run_locust(locustfile, tmp_path, f"127.0.0.1:{port}", users=1, seconds=2)
+    assert "Traceback" not in result.output, result.output
+    assert result.hdr.failures["message"] == {"ResetByServer": 1}, result.hdr.failures
+    assert result.locust["message"]["min_response_time"] >= 0
+
+
+BIG = 32 << 20  # more than a loopback socket's buffers take at once: the dispatcher's send is partial
+
+
+class _WholeThenReply(socketserver.BaseRequestHandler):
+    """Reads BIG bytes, then answers ``-``; then waits for the quit."""
+
+    def handle(self) -> None:
+        sock, got = self.request, 0
+        try:
+            while got < BIG:
+                data = sock.recv(1 << 20)
+                if not data:
+                    return
+                got += len(data)
+            sock.sendall(b"-")
+            while (data := sock.recv(5120)) and b"--quit--" not in data:
+                pass
+        except OSError:
+            pass
+
+
+def test_the_rest_of_a_big_queued_message_follows_it(tmp_path: Path) -> None:
+    """The dispatcher sends what the socket takes of 32 MB; the client's sender sends the rest, so
+    the server sees the whole message and answers it, and the session quits cleanly."""
+    locustfile = tmp_path / "queued.py"
+    locustfile.write_text(QUEUED_THEN.format(due_ms=50, size=BIG, then="pass"))
+    with serving(_WholeThenReply) as port:
+        result = run_locust(locustfile, tmp_path, f"127.0.0.1:{port}", users=1, seconds=3)
+    assert "Traceback" not in result.output, result.output
+    assert result.hdr.failures == {}, result.hdr.failures
+    assert result.hdr.names["message"].count == 1 and result.hdr.names["session"].count == 1

@@ -79,6 +79,7 @@ class TcpClient:
         self.pending = 0  # the dispatcher's ticket of the message waiting to be sent; 0: none
         self.sent_at = 0  # perf_counter_ns when the dispatcher sent it
         self.send_error: OSError | None = None  # what the dispatcher's send raised
+        self.sender: gevent.Greenlet | None = None  # sends the rest of a message the dispatcher began
         self.connect_timeout = connect_timeout
         self.sources = run.source_pool(address[0], source_addresses, users)
         self.quit_timeout = quit_timeout
@@ -224,7 +225,7 @@ class TcpClient:
                     reply = recv(recv_size)
                 failure = None if reply == expected else read_reply(reply)
             except OSError as exc:
-                self._broken(intended, classify(exc))
+                self._broken(min(intended, clock()), classify(exc))  # a queued message may not be due yet
                 return False
             except BaseException:  # killed while waiting (the run stops): nothing is sent for it later
                 self.pending = 0
@@ -232,9 +233,11 @@ class TcpClient:
             t1 = clock()
             self.busy = 0
             if queued:
-                if self.pending:  # bytes came in before the message left: they answer nothing sent
+                if self.pending:  # the connection spoke before the message left: nothing was sent
                     self.pending = 0
-                    self._broken(intended, UnexpectedReply(f"a reply before the message was sent: {escaped(reply)}"))
+                    if reply:  # bytes that answer nothing sent; else the close's own failure
+                        failure = UnexpectedReply(f"a reply before the message was sent: {escaped(reply)}")
+                    self._broken(min(intended, t1), failure or ClosedByServer())
                     return False
                 t0 = self.sent_at
             if failure is not None:
@@ -267,10 +270,14 @@ class TcpClient:
                 pass
 
     def send_rest(self, rest: bytes) -> None:
-        """The dispatcher sent part of a message (the socket's buffer was full): a greenlet sends the rest."""
+        """The dispatcher sent part of a message (the socket's buffer was full): a greenlet sends the rest.
+
+        The user's greenlet waits for the reply meanwhile; leaving kills the sender first (_detach),
+        so that two greenlets never wait to write on one socket.
+        """
         sock = self.sock
         if sock is not None:
-            gevent.spawn(self._send_rest, sock, rest)
+            self.sender = gevent.spawn(self._send_rest, sock, rest)
 
     def _send_rest(self, sock: socket.socket, rest: bytes) -> None:
         try:
@@ -355,6 +362,9 @@ class TcpClient:
     def _detach(self) -> socket.socket | None:
         sock, self.sock = self.sock, None
         self.pending = 0
+        if self.sender is not None:
+            self.sender.kill()
+            self.sender = None
         self.watchdog.discard(self)
         return sock
 

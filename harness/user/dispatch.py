@@ -47,9 +47,10 @@ class Dispatcher:
         left (its greenlet killed, its socket closed) sets it to 0 and nothing is sent.
         """
         self.tickets = ticket = self.tickets + 1
-        heappush(self.heap, (due_ns, ticket, client, send, data))
+        heap = self.heap
+        heappush(heap, (due_ns, ticket, client, send, data))
         if not self.at or due_ns < self.at:
-            self._schedule(due_ns)
+            self._schedule(heap[0][0])
         return ticket
 
     def _schedule(self, due_ns: int) -> None:
@@ -62,7 +63,7 @@ class Dispatcher:
         self.timer = timer = loop.timer(left / 1e9 if left > 0 else 0.0)
         self.at = due_ns
         timer.start(self._fire)
-        if self.alarm is not None:
+        if left > 0 and self.alarm is not None:  # a timer already due runs at the loop's next turn
             self.alarm.bound(due_ns)
 
     def _fire(self) -> None:
@@ -70,24 +71,25 @@ class Dispatcher:
         self.at = 0
         heap = self.heap
         now = perf_counter_ns()
-        while heap and heap[0][0] <= now:
-            _, ticket, client, send, data = heappop(heap)
-            if client.pending != ticket:
-                continue
-            client.pending = 0
-            client.sent_at = client.busy = start = perf_counter_ns()
-            try:
-                sent = send(data)
-            except BlockingIOError:  # the socket's buffer is full: the user's greenlet waits to send it
-                sent = 0
-            except OSError as exc:
-                client.send_failed(exc)
-                continue
-            if sent != len(data):
-                client.send_rest(data[sent:])
-            now = start
-        if heap:
-            self._schedule(heap[0][0])
+        try:
+            while heap and heap[0][0] <= now:
+                _, ticket, client, send, data = heappop(heap)
+                if client.pending != ticket:
+                    continue
+                client.pending = 0
+                client.sent_at = client.busy = now = perf_counter_ns()
+                try:
+                    sent = send(data)
+                except BlockingIOError:  # the socket's buffer is full: the client's sender waits to send it
+                    sent = 0
+                except OSError as exc:
+                    client.send_failed(exc)
+                    continue
+                if sent != len(data):
+                    client.send_rest(data[sent:])
+        finally:  # whatever happened, what is left keeps its timer (users wait on it, unwatched)
+            if heap:
+                self._schedule(heap[0][0])
 
     def close(self) -> None:
         """Stop the timer and drop what is pending (the run is over; its users are gone)."""
