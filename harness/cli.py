@@ -32,7 +32,7 @@ from harness.arguments import (
 )
 from harness.locust_run import WORKER_WAIT_S
 from harness.probe import ProbeError, TlsSettings, probe
-from harness.user.profiles import PROFILES
+from harness.profiles import PROFILES
 from harness.target import split_host
 from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
@@ -59,7 +59,7 @@ RUN_DEFAULTS: dict[str, object] = {
 }
 
 
-#: The protocol profiles (harness.user.profiles imports neither Locust nor gevent).
+#: The protocol profiles (harness.profiles imports neither Locust nor gevent).
 PROTOCOLS = tuple(sorted(PROFILES))
 
 

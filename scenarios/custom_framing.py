@@ -2,7 +2,7 @@
 
     locust -f scenarios/custom_framing.py --host tcp://127.0.0.1:9000 [--message "hello"]
 
-A :class:`~harness.user.profiles.Profile` subclass says how a message is
+A :class:`~harness.profiles.Profile` subclass says how a message is
 encoded and where a reply ends (and, optionally, whether it is a success); the
 user class names it in ``profile``. Everything else (timing, histograms, open
 loop, TLS, Locust's stats) is the TcpUser's. tests/test_profiles.py runs it
@@ -14,7 +14,7 @@ from __future__ import annotations
 from locust import task
 
 from harness.user import TcpFailure, TcpUser, UnexpectedReply
-from harness.user.profiles import Profile
+from harness.profiles import Profile
 
 
 class LengthPrefixed(Profile):

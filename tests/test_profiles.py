@@ -15,8 +15,8 @@ import pytest
 from helpers import (ROOT, RUN_TIMEOUT, ThreadingServer, assert_counts_match, failure_messages, free_port, kill_group,
                      locust_argv, redis_binary, run_locust, wait_for)
 
-from harness.user.failures import ServerError, UnexpectedReply
-from harness.user.profiles import PROFILES, ChatProfile, LineProfile, RedisProfile, resp_end
+from harness.failures import ServerError, UnexpectedReply
+from harness.profiles import PROFILES, ChatProfile, LineProfile, RedisProfile, resp_end
 
 # -- bytes alone ------------------------------------------------------------------------------------
 
@@ -94,7 +94,7 @@ def test_resp_nesting_is_bounded() -> None:
 
 
 def test_unexpected_reply_shows_its_first_bytes_escaped() -> None:
-    from harness.user.failures import escaped
+    from harness.failures import escaped
 
     text = escaped(b"\x00\xffHTTP/1.1 400 Bad Request\r\n" + b"x" * 100)
     assert text.startswith("b'\\x00\\xffHTTP/1.1 400") and "..." in text and "(128 bytes)" in text

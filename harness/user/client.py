@@ -9,7 +9,7 @@ profile's quit). Every latency also goes, as an int of µs, into the run's
 per-second buffers (:mod:`harness.user.recorder`); successful messages reach
 Locust's stats from there, once a second (:class:`harness.user.stats.LocustBatch`).
 
-Framing is the profile's (:mod:`harness.user.profiles`, sans-IO). When the
+Framing is the profile's (:mod:`harness.profiles`, sans-IO). When the
 profile knows the reply (chat's ``-``), a message costs one ``recv`` and one
 compare; otherwise, or when they differ, :meth:`TcpClient._read_reply` reads
 until the profile finds a whole reply and checks it.
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 import gevent
 
 from harness.user.alarm import sleeper
-from harness.user.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify, escaped
+from harness.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify, escaped
 from harness.user.pacing import Pacer
-from harness.user.profiles import MAX_REPLY, ChatProfile, Profile
+from harness.profiles import MAX_REPLY, ChatProfile, Profile
 from harness.user.raw_socket import raw_socket
 from harness.user.stats import StatsReporter
 from harness.user.tls import TlsSettings, tls_failure

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.user.profiles import PROFILES, Profile
+from harness.profiles import PROFILES, Profile
 from harness.user.source_addresses import MAX_ADDRESSES
 from harness.user.tls import settings as tls_settings
 from server.protocol import MAX_MESSAGE

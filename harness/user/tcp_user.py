@@ -20,7 +20,7 @@ from harness.user.client import TcpClient
 from harness.user.options import DEFAULT_HOST, ScenarioOptions, scenario_options
 from harness.user.pacing import Pacer
 from harness.user.plugin import STALLED_S, Run, plugin_of
-from harness.user.profiles import Profile
+from harness.profiles import Profile
 from harness.user.stats import StatsReporter
 from harness.user.tls import TlsSettings, settings
 

@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from harness.user.failures import TlsFailure
+from harness.failures import TlsFailure
 
 LOG = logging.getLogger("swarmbench")
 

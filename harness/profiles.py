@@ -36,7 +36,7 @@ import re
 import shlex
 from typing import ClassVar
 
-from harness.user.failures import ServerError, TcpFailure
+from harness.failures import ServerError, TcpFailure
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
 
 #: A reply (or a RESP line) longer than this without its end is not a reply of this profile.
@@ -191,7 +191,7 @@ def resp_end(buffer: bytes, pos: int = 0, depth: int = 0) -> int:
 class RedisProfile(Profile):
     """RESP2: a message is a command (``SET k v``) sent as an array of bulk strings; replies parsed whole.
 
-    An error reply (``-ERR ...``) is a :class:`~harness.user.failures.ServerError`;
+    An error reply (``-ERR ...``) is a :class:`~harness.failures.ServerError`;
     ``QUIT`` ends a session (the server replies ``+OK`` and closes).
     """
 
