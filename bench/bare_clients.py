@@ -6,9 +6,12 @@ most its ``limit`` seconds; SIGTERM ends it. They send chat.py's default message
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
 
@@ -60,8 +63,7 @@ def gevent_client(host: str, port: int, conns: int, per_session: int, limit: flo
         quit_(s)
 
     def raw_loop(i: int) -> None:
-        from harness.user.raw_socket import raw_socket
-
+        raw_socket = _raw_socket_function()
         s, size, left = connect(), len(PAYLOAD), per_session
         r = raw_socket(s)
         assert r is not None, "gevent's socket internals are missing"
@@ -167,3 +169,14 @@ def asyncio_client(host: str, port: int, conns: int, per_session: int, limit: fl
 
 
 # -- the parent: one measurement ---------------------------------------------------------------------
+
+
+def _raw_socket_function() -> Any:
+    """The harness's ``raw_socket``, loaded from its file: importing it through ``harness.user`` would import
+    Locust, whose gevent patching has no place in a bare loop."""
+    path = Path(__file__).resolve().parent.parent / "harness" / "user" / "raw_socket.py"
+    spec = importlib.util.spec_from_file_location("swarmbench_raw_socket", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.raw_socket

@@ -12,7 +12,6 @@ both, and the harness's as ratios of redis-benchmark's (medians).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from harness.results.histogram_file import load_histogram_file, summarize  # noqa: E402
 from harness.server_process import die_with_parent  # noqa: E402
 from open_loop import start_redis  # noqa: E402
+from server.args import Parser  # noqa: E402
 
 
 def redis_benchmark(port: int, conns: int, duration: int) -> tuple[float, float]:
@@ -71,7 +71,7 @@ def harness(port: int, conns: int, duration: int, tmp: Path) -> tuple[float, flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])  # one line and exit 2 for a bad argument
     p.add_argument("--connections", default="1,10,100", help="comma-separated counts, 1..1000 (default 1,10,100)")
     p.add_argument("--duration", type=int, default=5, help="seconds per measurement, 2..60 (default 5)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions, 1..20 (default 3)")

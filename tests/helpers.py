@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import pickle
 import random
 import selectors
 import socket
@@ -55,6 +56,30 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
         pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def forked_call(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` in a forked child, which may import Locust (and so gevent) without patching this process.
+
+    For a test that needs one of Locust's own functions on its data; the child's result comes back pickled.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        code = 0
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(func(*args), out)
+        except BaseException:  # noqa: BLE001 - the parent reports the missing result
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert data and status == 0, f"{func.__name__} failed in the forked child (status {status})"
+    return pickle.loads(data)
+
+
 def locust_argv(scenario: str | Path, *args: str) -> list[str]:
     """``python -m locust -f SCENARIO ARGS``: a file of scenarios/ by name, or any locustfile path."""
     path = Path(scenario) if os.sep in str(scenario) else SCENARIOS / scenario
@@ -74,6 +99,11 @@ def run_locust(
 ) -> LocustResult:
     """A headless run in its own session; returns its exit code, output, histogram file and Locust's counts."""
     hdr, stats = tmp / "hdr.json", tmp / "locust"
+    if "--processes" in args and "--master-bind-host" not in args:
+        # Locust's master binds every interface on 5557 unless told otherwise: loopback, a free port
+        port = str(free_port())
+        args = (*args, "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                "--master-host", "127.0.0.1", "--master-port", port)  # fmt: skip
     argv = locust_argv(scenario) + [
         "--headless", "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--host", host,
         "--hdr-file", str(hdr), "--json-file", str(stats), "--only-summary", *args,
@@ -265,6 +295,27 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def running_share(pid: int, seconds: float = 1.0, samples: int = 50) -> float:
+    """The share of ``samples`` readings over ``seconds`` in which a thread of ``pid`` was running or runnable.
+
+    A thread that spins is in state R (running, or waiting for a core) at nearly every reading, however busy
+    the machine; one that waits in recv() or accept() is in S. Unlike CPU seconds over a wall-clock second,
+    this does not shrink when other work shares the cores.
+    """
+    busy = 0
+    folders = [Path(f"/proc/{proc.pid}/task") for proc in process_tree(pid)]  # prefork's workers too
+    for _ in range(samples):
+        states = []
+        for task in (task for folder in folders if folder.exists() for task in folder.iterdir()):
+            try:
+                states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue  # a thread that just ended
+        busy += "R" in states
+        time.sleep(seconds / samples)
+    return busy / samples
 
 
 def steady_resources(pid: int, timeout: float = 30.0) -> tuple[int, int]:

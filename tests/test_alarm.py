@@ -1,14 +1,22 @@
-"""The open loop's alarm: a real timerfd and a real gevent hub, in this process (no Locust, no sockets)."""
+"""The open loop's alarm: a real timerfd and a real gevent hub, in a forked child (no Locust run, no sockets).
+
+Each test runs forked (pytest-forked), so gevent and Locust, which ``harness.user`` imports, never reach
+the pytest process itself.
+"""
 
 from __future__ import annotations
 
 import os
 from time import perf_counter_ns
 
-import gevent
+from typing import TYPE_CHECKING
+
 import pytest
 
-from harness.user.alarm import SLACK_NS, Alarm, make_alarm, sleeper
+if TYPE_CHECKING:
+    from harness.user.alarm import Alarm
+
+pytestmark = pytest.mark.forked
 
 
 def _timerfds() -> set[int]:
@@ -24,6 +32,8 @@ def _timerfds() -> set[int]:
 
 @pytest.fixture
 def alarm() -> Alarm:
+    from harness.user.alarm import make_alarm
+
     made = make_alarm()
     if made is None:
         pytest.skip("no timerfd here (Linux only): the open loop sleeps on libev's timers alone")
@@ -33,6 +43,8 @@ def alarm() -> Alarm:
 
 def test_sleepers_wake_at_or_after_their_instants_in_their_order(alarm: Alarm) -> None:
     """Never early (a send before its due time would shorten its latency), and earliest first."""
+    import gevent
+
     start = perf_counter_ns()
     offsets_us = [9000, 3000, 6000, 4000, 12000, 2000, 7000]  # far enough apart for spawning them to take no part
     woke: list[tuple[int, int]] = []
@@ -51,6 +63,10 @@ def test_sleepers_wake_at_or_after_their_instants_in_their_order(alarm: Alarm) -
 
 
 def test_the_timerfd_is_armed_for_the_earliest_instant_not_the_latest(alarm: Alarm) -> None:
+    import gevent
+    
+    from harness.user.alarm import SLACK_NS
+
     now = perf_counter_ns()
     late, early = now + 50_000_000, now + 20_000_000
     first = gevent.spawn(alarm.sleep_until, late)
@@ -73,6 +89,8 @@ def test_an_instant_that_has_passed_returns_at_once_and_arms_nothing(alarm: Alar
 
 def test_close_releases_the_fd_and_sleepers_still_wake_on_time(alarm: Alarm) -> None:
     """A user outliving its run (the run closed its alarm) still waits until its instant, never less."""
+    import gevent
+
     due = perf_counter_ns() + 30_000_000
     sleeping = gevent.spawn(alarm.sleep_until, due)
     gevent.sleep(0)
@@ -90,6 +108,8 @@ def test_close_releases_the_fd_and_sleepers_still_wake_on_time(alarm: Alarm) -> 
 
 
 def test_without_an_alarm_the_sleeper_is_gevents_and_is_never_early() -> None:
+    from harness.user.alarm import sleeper
+
     sleep_until = sleeper(None)
     due = perf_counter_ns() + 5_000_000
     sleep_until(due)

@@ -1,17 +1,23 @@
-"""The benchmarks still run end to end (smallest settings); their figures are not asserted."""
+"""The benchmarks' output still parses into figures (one cheap run); their long runs are the bench's job.
+
+What a benchmark measures is not asserted here (shared machines are noisy): only that a run gives
+every figure its table promises, as numbers, and that bad arguments get one line and exit 2.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import redis_binary
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = ("gevent", "gev-raw", "uvloop", "locust")
+NUMBER = r"([\d,]+(?:\.\d+)?)"
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -21,37 +27,43 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_generator_bench_prints_its_ratios() -> None:
-    result = run("bench_generator.py", "--connections", "10", "--repeat", "1", "--duration", "2",
-                 "--open-rates", "2000", "--no-ceiling")  # fmt: skip
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@pytest.mark.alone  # its figures are CPU per message: a neighbour's load would only add noise
+def test_generator_bench_output_parses_into_figures() -> None:
+    """One connection, one 1 s window per client, one open-loop rate: every figure is there and a number."""
+    result = run("bench_generator.py", "--connections", "1", "--repeat", "1", "--duration", "1",
+                 "--open-rates", "200", "--no-ceiling", "--no-profiles")  # fmt: skip
+    out = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cpu/gevent" in result.stdout and "rate/gevent" in result.stdout
-    assert "10 conns: cpu" in result.stdout
-    assert "asked     2,000/s  achieved" in result.stdout  # the open loop
-    assert "gevent.sleep p50" in result.stdout and "alarm p50" in result.stdout  # and its timer's precision
-    for profile in ("chat", "line"):  # redis too where redis-server is installed
-        assert any(line.startswith(profile) and line.endswith("x") for line in result.stdout.splitlines()), profile
+    # the summary table: per client, messages/s and CPU µs per message (median [min-max])
+    rows = {m[1]: (number(m[2]), number(m[3])) for m in re.finditer(
+        rf"^\s+1 (\S+)\s+{NUMBER} \[[\d,.-]+\]\s+{NUMBER} \[", out, re.M)}  # fmt: skip
+    assert set(rows) == set(CLIENTS), out
+    assert all(rate > 0 and cpu_us > 0 for rate, cpu_us in rows.values()), rows
+    # the ratios against each baseline, and they are the table's own figures divided
+    ratios = re.search(rf"^\s+1\s+{NUMBER} \[.*?\]x\s+{NUMBER} \[.*?\]x", out, re.M)
+    assert ratios, out
+    cpu_ratio, rate_ratio = number(ratios[1]), number(ratios[2])
+    assert cpu_ratio == pytest.approx(rows["locust"][1] / rows["gevent"][1], rel=0.02, abs=0.01)
+    assert rate_ratio == pytest.approx(rows["locust"][0] / rows["gevent"][0], rel=0.02, abs=0.01)
+    # the open loop: asked, achieved (never more than asked by more than rounding), send lag, and the wake-ups
+    open_loop = re.search(rf"asked\s+{NUMBER}/s\s+achieved\s+{NUMBER}/s \(.*?\)\s+send_lag p99\s+{NUMBER} ms", out)
+    assert open_loop, out
+    asked, achieved, lag_ms = (number(open_loop[i]) for i in (1, 2, 3))
+    assert asked == 200 and 0 < achieved <= asked * 1.01 and lag_ms >= 0
+    wake = re.search(rf"gevent.sleep p50 {NUMBER} ms, p99 {NUMBER} ms; alarm p50 {NUMBER} ms, p99 {NUMBER} ms", out)
+    assert wake and all(number(wake[i]) >= 0 for i in range(1, 5)), out
 
 
-def test_generator_bench_refuses_a_bad_rate_in_one_line() -> None:
-    result = run("bench_generator.py", "--open-rates", "fast")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-
-
-def test_redis_bench_prints_its_ratios() -> None:
-    redis_binary("redis-server")
-    redis_binary("redis-benchmark")
-    result = run("bench_redis.py", "--connections", "1", "--duration", "2", "--repeat", "1")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "rate ratio" in result.stdout and "p50 ratio" in result.stdout
-
-
-def test_generator_bench_refuses_bad_arguments_in_one_line() -> None:
-    result = run("bench_generator.py", "--connections", "0")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-
-
-def test_scale_bench_prints_costs_per_1000_connections() -> None:
-    result = run("bench_scale.py", "--connections", "50,200", "--window", "1")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "per 1,000" in result.stdout or "per 1000" in result.stdout, result.stdout[-2000:]
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [("bench_generator.py", ["--open-rates", "fast"]), ("bench_generator.py", ["--connections", "0"]),
+     ("bench_scale.py", ["--connections", "2000,200"]), ("bench_redis.py", ["--duration", "1"])],
+)  # fmt: skip
+def test_benches_refuse_bad_arguments_in_one_line(script: str, args: list[str]) -> None:
+    result = run(script, *args)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert args[0] in result.stderr

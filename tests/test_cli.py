@@ -41,8 +41,14 @@ def refused_before_any_work(capsys: pytest.CaptureFixture[str], tmp_path: Path, 
 
 @pytest.mark.parametrize("arg", ["--messages-per-session=1000", "--think-time=1", "--loglevel=INFO", "-L", "INFO",
                                  "ChatUser", "--message-size=64", "-1"])
-def test_scenario_and_locust_options_the_sweep_does_not_own_pass(arg: str) -> None:
-    locust_args_ok([arg])
+def test_scenario_and_locust_options_the_sweep_does_not_own_pass(arg: str, tmp_path: Path) -> None:
+    """Accepted, and they reach Locust's command line as given, after the sweep's own."""
+    from harness.locust_run import LocustJob
+
+    locust_args_ok([arg])  # raises UsageError when refused
+    job = LocustJob(Path("chat.py"), "tcp://127.0.0.1:1", 2, 1.0, 3.0, tmp_path / "h", tmp_path / "l",
+                    tmp_path / "j", extra_args=(arg,))  # fmt: skip
+    assert job.argv()[-1] == arg
 
 
 @pytest.mark.parametrize("arg", ["--host=0.0.0.0", "--host", "--ho=0.0.0.0", "--port=80", "--po=80", "--backlog=1",
@@ -54,7 +60,12 @@ def test_server_options_that_would_defeat_the_sweep_are_refused(arg: str, tmp_pa
 
 @pytest.mark.parametrize("arg", ["--delay-ms=3", "--log-level=WARNING", "--workers=4", "--processes=2", "--loop=uvloop"])
 def test_server_options_of_a_variant_pass(arg: str) -> None:
-    server_args_ok([arg])
+    """Accepted, and they reach the server's command line after the sweep's own host, port and backlog."""
+    from harness.server_process import server_command
+
+    server_args_ok([arg])  # raises UsageError when refused
+    argv = server_command("pool", extra_args=[arg])
+    assert argv[-1] == arg and argv.index("--port") < argv.index(arg)
 
 
 def dead_pid() -> int:
@@ -107,7 +118,10 @@ def test_repeated_levels_and_variants_are_removed_in_order() -> None:
      ["sweep", "--master-bind", "nohost"], ["sweep", "--master-bind", "127.0.0.1:99999"]],
 )
 def test_numbers_out_of_range_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    one_error_line(capsys, argv)
+    """The line names the argument that is wrong (and its value where there is one)."""
+    line = one_error_line(capsys, argv)
+    option = argv[-2]
+    assert option in line and argv[-1] in line, line
 
 
 def test_the_locust_master_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
@@ -119,3 +133,12 @@ def test_the_locust_master_listens_on_loopback_unless_told_otherwise(tmp_path: P
                     expect_workers=2)
     argv = job.argv()
     assert argv[argv.index("--master-bind-host") + 1] == "127.0.0.1"
+
+
+def test_version_prints_the_installed_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    assert main(["--version"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"swarmbench {metadata.version('swarmbench')}"
+    assert not err

@@ -1,4 +1,8 @@
-"""The open loop's dispatcher and the raw message path: real sockets and a real gevent hub, in this process."""
+"""The open loop's dispatcher and the raw message path: real sockets and a real gevent hub.
+
+The tests of the dispatcher and the raw path run in a forked child (``forked``), where they import gevent
+and ``harness.user``; the rest run Locust in child processes.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,13 @@ import ssl
 import threading
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gevent
-import gevent.ssl
 import pytest
-from gevent import socket
 from helpers import assert_counts_match, failure_messages, run_locust, serving
 
-from harness.user.alarm import make_alarm
-from harness.user.dispatch import Dispatcher
-from harness.user.raw_socket import raw_socket
+if TYPE_CHECKING:
+    from harness.user.dispatch import Dispatcher
 
 pytestmark = pytest.mark.slow  # real sockets (socketpairs), though quick
 
@@ -41,6 +41,8 @@ class Client:
 
 @pytest.fixture
 def pair() -> Any:
+    from gevent import socket
+
     a, b = socket.socketpair()
     yield a, b
     a.close()
@@ -49,6 +51,9 @@ def pair() -> Any:
 
 @pytest.fixture(params=["alarm", "libev"])
 def dispatcher(request: pytest.FixtureRequest) -> Any:
+    from harness.user.alarm import make_alarm
+    from harness.user.dispatch import Dispatcher
+
     alarm = make_alarm() if request.param == "alarm" else None
     if request.param == "alarm" and alarm is None:
         pytest.skip("no timerfd here (Linux only)")
@@ -63,8 +68,11 @@ def _queue(dispatcher: Dispatcher, client: Client, due: int, send: Any, data: by
     client.pending = dispatcher.send_at(due, client, send, data)
 
 
+@pytest.mark.forked
 def test_sends_leave_when_due_in_order_never_early(dispatcher: Dispatcher, pair: Any) -> None:
     """Queued out of order, sent earliest first, each at or after its instant, stamped on its client."""
+    from harness.user.raw_socket import raw_socket
+
     a, b = pair
     send = raw_socket(a).send  # type: ignore[union-attr]
     start = perf_counter_ns()
@@ -82,7 +90,12 @@ def test_sends_leave_when_due_in_order_never_early(dispatcher: Dispatcher, pair:
     assert dispatcher.heap == [] and dispatcher.at == 0
 
 
+@pytest.mark.forked
 def test_a_client_that_left_gets_nothing_sent(dispatcher: Dispatcher, pair: Any) -> None:
+    import gevent
+
+    from harness.user.raw_socket import raw_socket
+
     a, b = pair
     send = raw_socket(a).send  # type: ignore[union-attr]
     due = perf_counter_ns() + 5_000_000
@@ -98,7 +111,10 @@ def test_a_client_that_left_gets_nothing_sent(dispatcher: Dispatcher, pair: Any)
     assert gone.sent_at == 0
 
 
+@pytest.mark.forked
 def test_a_send_that_fails_is_handed_to_its_client(dispatcher: Dispatcher, pair: Any) -> None:
+    from harness.user.raw_socket import raw_socket
+
     a, b = pair
     send = raw_socket(a).send  # type: ignore[union-attr]
     a.shutdown(stdlib_socket.SHUT_WR)  # its sends now raise EPIPE
@@ -108,7 +124,10 @@ def test_a_send_that_fails_is_handed_to_its_client(dispatcher: Dispatcher, pair:
     assert isinstance(client.errors[0], BrokenPipeError) and client.rests == []
 
 
+@pytest.mark.forked
 def test_a_full_buffer_hands_the_rest_to_its_client(dispatcher: Dispatcher, pair: Any) -> None:
+    from harness.user.raw_socket import raw_socket
+
     a, _ = pair
     raw = raw_socket(a)
     assert raw is not None
@@ -126,7 +145,12 @@ def test_a_full_buffer_hands_the_rest_to_its_client(dispatcher: Dispatcher, pair
     assert client.rests == [b"message"] and client.errors == []
 
 
+@pytest.mark.forked
 def test_close_drops_what_is_pending(dispatcher: Dispatcher, pair: Any) -> None:
+    import gevent
+
+    from harness.user.raw_socket import raw_socket
+
     a, b = pair
     client = Client()
     _queue(dispatcher, client, perf_counter_ns() + 5_000_000, raw_socket(a).send, b"late")  # type: ignore[union-attr]
@@ -140,6 +164,8 @@ def test_close_drops_what_is_pending(dispatcher: Dispatcher, pair: Any) -> None:
 
 def _wait(condition: Any, timeout: float = 10.0) -> bool:
     """Run the hub until ``condition()`` (the dispatcher runs in it), for at most ``timeout`` seconds."""
+    import gevent
+
     with gevent.Timeout(timeout, False):
         while not condition():
             gevent.sleep(0.001)
@@ -149,8 +175,11 @@ def _wait(condition: Any, timeout: float = 10.0) -> bool:
 # -- the raw message path ---------------------------------------------------------------------------------
 
 
+@pytest.mark.forked
 def test_gevents_socket_has_the_internals_the_message_path_uses(pair: Any) -> None:
     """Locust's sockets are gevent's: if an upgrade drops these, every message would take the slow path."""
+    from harness.user.raw_socket import raw_socket
+
     a, b = pair
     raw = raw_socket(a)
     assert raw is not None
@@ -161,7 +190,13 @@ def test_gevents_socket_has_the_internals_the_message_path_uses(pair: Any) -> No
     assert raw.recv(10) == b"pong"
 
 
+@pytest.mark.forked
 def test_tls_and_plain_sockets_take_their_own_methods() -> None:
+    import gevent.ssl
+    from gevent import socket
+
+    from harness.user.raw_socket import raw_socket
+
     plain = _socket.socket()  # the OS socket itself (the socket module may be gevent's: Locust patches it)
     try:
         assert raw_socket(plain) is None  # not gevent's

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.forked  # harness.user imports Locust
+
 
 def test_pacer_resumes_from_now_after_a_connect_and_never_moves_back() -> None:
     """Connect time is connect's: a schedule left behind while connecting is not charged to messages."""

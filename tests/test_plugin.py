@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from helpers import assert_counts_match, free_port, run_locust
 
-from harness.user.plugin import SATURATED_PERCENT
+from harness.machine import SATURATED_PERCENT
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +60,9 @@ def test_open_loop_does_not_overcorrect_when_the_server_keeps_up(start: Any, tmp
     names = result.hdr.names
     corrected, uncorrected, lag = names["message"], names["message_uncorrected"], names["send_lag"]
     assert corrected.count == uncorrected.count > 100
+    # the correction is the sends' own lateness, never the schedule's interval (10 ms) or half of it:
+    # a relation between figures of one run, which holds however busy the machine is
     assert corrected.p50_us - uncorrected.p50_us <= lag.p50_us + 2_000, (corrected, uncorrected, lag)
-    assert corrected.p50_us < 5_000, corrected  # half an interval would already be 5 ms
 
 
 def test_interval_histograms_of_two_workers_add_up_exactly(start: Any, tmp_path: Path) -> None:

@@ -1,11 +1,21 @@
-"""The in-Locust recorder: per-second buffers into HdrHistograms, in bounded steps (no Locust, no sockets)."""
+"""The in-Locust recorder: per-second buffers into HdrHistograms, in bounded steps (no Locust run, no sockets).
+
+The recorder imports neither Locust nor gevent, but its package does (``harness.user``): forked.
+"""
 
 from __future__ import annotations
 
-from harness.results.histogram_file import HIGHEST_US, summarize
-from harness.user.recorder import DISTINCT_STEP, Recorder, WorkerRecorder
+from typing import TYPE_CHECKING
+
+import pytest
+
 from harness.results.cells import GeneratorStats
-from harness.results.histogram_file import LoadSettings
+from harness.results.histogram_file import HIGHEST_US, LoadSettings, summarize
+
+if TYPE_CHECKING:
+    from harness.user.recorder import Recorder
+
+pytestmark = pytest.mark.forked
 
 
 def to_file(recorder: Recorder):  # type: ignore[no-untyped-def]
@@ -14,6 +24,8 @@ def to_file(recorder: Recorder):  # type: ignore[no-untyped-def]
 
 
 def test_values_above_60_s_are_clamped_not_dropped() -> None:
+    from harness.user.recorder import Recorder
+
     recorder = Recorder()
     recorder.buffer("message").extend([90_000_000, 61_000_000, 500, 700, -3])
     recorder.flush()
@@ -27,6 +39,8 @@ def test_values_above_60_s_are_clamped_not_dropped() -> None:
 
 def test_flush_in_bounded_steps_loses_nothing_when_stopped_midway() -> None:
     """The rotator yields between steps; a flush abandoned part-way is finished by the next one."""
+    from harness.user.recorder import DISTINCT_STEP, Recorder
+
     recorder = Recorder()
     recorder.buffer("message").extend(range(1, 12_001))  # 12,000 distinct values
     recorder.buffer("connect").extend([5] * 20_000)
@@ -48,6 +62,8 @@ def test_flush_in_bounded_steps_loses_nothing_when_stopped_midway() -> None:
 
 def test_worker_reports_merge_second_by_second_into_the_masters_totals() -> None:
     """A worker ships closed seconds only; the master adds them to the same seconds, exactly."""
+    from harness.user.recorder import Recorder, WorkerRecorder
+
     master, workers = Recorder(), [WorkerRecorder(), WorkerRecorder()]
     for n, worker in enumerate(workers):
         worker.second = 100
@@ -70,6 +86,8 @@ def test_worker_reports_merge_second_by_second_into_the_masters_totals() -> None
 
 def test_take_report_ships_the_open_second_too() -> None:
     """A report carries everything recorded so far: Locust's own stats do, and the two must agree."""
+    from harness.user.recorder import Recorder, WorkerRecorder
+
     worker = WorkerRecorder()
     worker.buffer("message").extend(range(1, 1001))
     report = worker.take_report()

@@ -34,8 +34,8 @@ from harness.results import (
 )
 from reports import build_comparison_report, build_report, compare_runs, render_comparison_text
 from harness.cli import main
-from reports.findings import connect_finding, find, slo_limit, thread_finding
-from reports.summary import load_cells, render_summary_text, summary_rows
+from reports.findings import connect_finding, find, miss_reason, slo_limit, thread_finding
+from reports.summary import fmt_duration_ms, load_cells, render_summary_text, summary_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = 1_700_000_000.0
@@ -185,6 +185,17 @@ def test_slo_finding_picks_the_highest_level_under_the_target(run_dir: Path) -> 
     assert slo["threaded"].users == 10 and "up to 10 users" in slo["threaded"].text
     assert "9,800 messages/s" in slo["threaded"].text
     assert "no valid figures at 500 users" in slo["asyncio"].text
+
+
+def test_a_p99_exactly_at_the_slo_misses_it_and_one_microsecond_under_holds_it() -> None:
+    """The SLO is "p99 under the target" (the README's words): at the target it is missed, everywhere it is used."""
+    cell = make_cell("threaded", 10, 0)
+    p99_us = cell.latency["message"].p99_us
+    at, above = p99_us / 1000.0, (p99_us + 1) / 1000.0
+    assert miss_reason(cell, at) == f"p99 {fmt_duration_ms(p99_us / 1000)}"
+    assert miss_reason(cell, above) is None
+    assert slo_limit("threaded", [cell], at).users is None
+    assert slo_limit("threaded", [cell], above).users == 10
 
 
 def test_thread_tracking_is_found_for_threaded_only(run_dir: Path) -> None:
@@ -436,7 +447,7 @@ def test_figures_a_cell_never_measured_are_dashes_not_zeros() -> None:
 def test_a_worker_that_died_during_the_cell_is_noted_and_shown(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from harness.cell import log_size, server_log_notes
+    from harness.assemble import log_size, server_log_notes
 
     log = tmp_path / "server-prefork.log"
     log.write_text("Serving on 127.0.0.1:4000 (prefork, 2 workers)\nWorker 0 (pid 11) died (signal 9); replaced by pid 12\n")

@@ -189,11 +189,15 @@ def test_tree_sums_and_cpu_over_wall_time() -> None:
         before = cpu_total()
         started = time.time()
         sampler = Sampler(parent.pid, interval=0.1).start()
+        # the burn starts after a first sample, so the first interval (whose start is known only to the
+        # sampler) holds no CPU; and the samples go on until one was read after the burn ended
+        wait_until(lambda: sampler.samples(), 10, "a first sample")
         assert parent.stdin is not None
         parent.stdin.write("go\n")
         parent.stdin.flush()
         assert readline(parent.stdout, 30) == "done\n"
-        time.sleep(0.3)
+        done = time.time()
+        wait_until(lambda: sampler.samples()[-1].t > done, 10, "a sample after the burn")
         samples = sampler.stop()
         used = cpu_total() - before
         threads = sum(p.num_threads() for p in tree)
@@ -205,7 +209,9 @@ def test_tree_sums_and_cpu_over_wall_time() -> None:
     # cpu_percent is a rate over each interval: integrated, it gives back the CPU seconds used.
     edges = [started, *(s.t for s in samples)]
     integral = sum(s.cpu_percent / 100 * (b - a) for s, a, b in zip(samples, edges, edges[1:]))
-    assert abs(integral - used) <= 0.1, (integral, used)
+    # what it misses is the clock ticks' rounding (10 ms a reading, per process), not time: no bound in seconds
+    # of a busy machine's scheduling enters here
+    assert abs(integral - used) <= 0.05 * used + 0.04, (integral, used)
     assert max(s.cpu_percent for s in samples) > 0
     assert samples[-1].threads == threads and samples[-1].fds > 0
     assert abs(samples[-1].rss_bytes - rss) <= 1 << 20

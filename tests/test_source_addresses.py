@@ -6,7 +6,7 @@ import pytest
 
 import socket
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.forked]  # harness.user imports Locust
 
 
 def test_source_pool_binds_round_robin_and_grows() -> None:

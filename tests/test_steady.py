@@ -24,6 +24,7 @@ from server.protocol import MAX_MESSAGE, QUIT, REPLY
 # -- pure ------------------------------------------------------------------------------------
 
 
+@pytest.mark.forked
 def test_pacer_keeps_its_phase_across_a_reconnect() -> None:
     """After a slow connect the next slot is on the user's own grid, not 'now' (no lockstep)."""
     from harness.user.pacing import Pacer

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, free_port, kill_group, locust_argv, run_locust
+from helpers import ROOT, RUN_TIMEOUT, assert_counts_match, forked_call, free_port, kill_group, locust_argv, run_locust
 
 from harness.results.histogram_file import summarize
 from harness.server_process import RunningServer
@@ -348,20 +348,27 @@ class Chatter(ChatUser):
 
 
 def _locust_percentile(response_times: dict[int, int], count: int, percent: float) -> int:
-    from locust.stats import calculate_response_time_percentile
+    def percentile() -> int:
+        from locust.stats import calculate_response_time_percentile
 
-    return calculate_response_time_percentile(response_times, count, percent)
+        return calculate_response_time_percentile(response_times, count, percent)
+
+    return forked_call(percentile)  # importing locust here would patch the pytest process
 
 
 def _locust_buckets(encoded_hist: Any) -> dict[int, int]:
     """The histogram's values bucketed as Locust buckets a response time (ms, its own rounding)."""
-    from locust.stats import bucket_response_time
 
-    buckets: dict[int, int] = {}
-    for item in encoded_hist.get_recorded_iterator():
-        key = bucket_response_time(item.value_iterated_to / 1000)
-        buckets[key] = buckets.get(key, 0) + item.count_at_value_iterated_to
-    return buckets
+    def buckets() -> dict[int, int]:
+        from locust.stats import bucket_response_time
+
+        counts: dict[int, int] = {}
+        for item in encoded_hist.get_recorded_iterator():
+            key = bucket_response_time(item.value_iterated_to / 1000)
+            counts[key] = counts.get(key, 0) + item.count_at_value_iterated_to
+        return counts
+
+    return forked_call(buckets)
 
 
 def _message_count(row: Any) -> int:
@@ -435,6 +442,7 @@ def test_console_table_matches_the_histograms(server: RunningServer, tmp_path: P
     assert int(rows[0][2]) == count, (rows[0], count)  # Type Name #reqs #fails ...
 
 
+@pytest.mark.forked
 def test_batch_logs_as_locust_logs_each_message() -> None:
     """One cut through LocustBatch leaves Locust's entry as StatsEntry.log per message would (pure, no socket)."""
     from collections import Counter
