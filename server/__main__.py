@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from server.args import Parser, port_number, positive_float, positive_int
+from server.args import Parser, port_number, positive_int, seconds
 from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions
 from server.tls import make_tls_context
 from server.protocol import DEFAULT_BACKLOG, DEFAULT_HOST, DEFAULT_PORT
@@ -36,7 +36,7 @@ def build_parser(variants: Mapping[str, type[BaseServer]] = VARIANTS, prog: str 
         p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="0 binds a free port (default %(default)s)")
         p.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG, help="listen() backlog (default %(default)s, the tutorial's)")
         p.add_argument("--log-level", default="INFO", type=str.upper, choices=LEVELS, help="per-connection and per-message lines (default %(default)s; WARNING silences them)")
-        p.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECONDS", help="close a connection that sends nothing for this long (default: never, as the tutorial)")
+        p.add_argument("--idle-timeout", type=seconds, default=None, metavar="SECONDS", help="close a connection that sends nothing for this long, 0.001-86400 (default: never, as the tutorial)")
         p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM; with --tls-key)")
         p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, unencrypted)")
         cls.add_arguments(p)

@@ -1,20 +1,49 @@
-"""Command-line pieces shared by the server and the client: one-line usage errors."""
+"""Command-line pieces shared by the server and the client: one-line usage errors.
+
+Every number is checked here, at parsing, against the range the code behind it
+can take: a value out of range is one line and exit 2, never a traceback (or a
+server that starts and then fails every client).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import NoReturn
+
+#: What listen() and a C int take.
+MAX_INT = 2**31 - 1
+#: The longest timeout: a day. Every variant can wait that long; past ~8.6e6 s selectors' poll
+#: overflows (it waits a quarter of --idle-timeout, in int milliseconds), past ~9.2e9 s a socket's.
+MAX_SECONDS = 86400.0
+#: The shortest: poll() and epoll time in whole milliseconds; less would only make a loop spin.
+MIN_SECONDS = 0.001
+
+
+def _cut(text: str) -> str:
+    """The user's text in an error line, cut: a 5,000-digit typo must not fill the terminal."""
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _whole(text: str, low: int, high: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {_cut(text)!r}") from None
     if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"{what}, got {value}")
+        raise argparse.ArgumentTypeError(f"{what}, got {_cut(str(value))}")
     return value
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        return _whole(text, low, high, f"must be {low}-{high}")
+
+    parse.__name__ = f"whole number {low}-{high}"
+    return parse
 
 
 def port_number(text: str) -> int:
@@ -22,16 +51,16 @@ def port_number(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    return _whole(text, 1, 2**31 - 1, "must be at least 1")
+    return _whole(text, 1, MAX_INT, f"must be 1-{MAX_INT}")
 
 
 def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {_cut(text)!r}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {_cut(text)!r}")
     return value
 
 
@@ -42,11 +71,11 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    """Seconds that must be more than 0 (a timeout of 0 or less means nothing)."""
+def seconds(text: str) -> float:
+    """A timeout, MIN_SECONDS to MAX_SECONDS (0 or less means nothing; a huge one overflows)."""
     value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value:g}")
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be {MIN_SECONDS:g}-{MAX_SECONDS:g} seconds (a day), got {value:g}")
     return value
 
 

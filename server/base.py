@@ -3,7 +3,8 @@
 A variant is a small subclass of :class:`BaseServer` that owns only its I/O and
 concurrency model. Listening, TLS, idle timeouts, logging, shutdown and the
 protocol's events are here, so that every variant binds, logs and answers the
-same way.
+same way. What only the thread-based designs share (an accept loop, a client's
+life on a blocking socket) is in :mod:`server.blocking`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ import argparse
 import errno
 import logging
 import select
-import selectors
 import socket
 import ssl
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,7 +23,6 @@ from server.protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_MESSAGE,
-    REPLY,
     Message,
     Oversized,
     PeerClosed,
@@ -161,63 +158,6 @@ def handshake_failed(peer: str, exc: BaseException) -> None:
     LOG.warning("TLS handshake with %s failed: %s", peer, reason)
 
 
-def serve_blocking(sock: socket.socket, session: Session, recv_size: int, idle_timeout: float | None = None) -> None:
-    """Serve one connection on a blocking socket until quit, close, error or idle timeout.
-
-    Shared by the thread-per-connection and thread-pool variants. The caller
-    closes the socket (and set its timeout to ``idle_timeout``).
-    """
-    recv = sock.recv
-    sendall = sock.sendall
-    try:
-        while True:
-            count, close = session.feed(recv(recv_size))
-            if count:
-                sendall(REPLY if count == 1 else REPLY * count)
-            if close:
-                break
-    except TimeoutError:
-        session.idle(idle_timeout or 0.0)
-    except OSError as exc:  # reset, broken pipe, or the socket shut down for exit
-        session.reset(exc)
-    session.closed()
-
-
-class ClientRegistry:
-    """The open client sockets, so that shutdown can close every one of them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._socks: set[socket.socket] = set()
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.add(sock)
-
-    def discard(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.discard(sock)
-
-    def replace(self, old: socket.socket, new: socket.socket) -> None:
-        """``new`` took over ``old``'s descriptor (a TLS wrap)."""
-        with self._lock:
-            self._socks.discard(old)
-            self._socks.add(new)
-
-    def shutdown_all(self) -> None:
-        """Shut every client socket down; its thread then sees EOF and exits."""
-        with self._lock:
-            socks = list(self._socks)
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, ValueError):
-                pass
-
-    def __len__(self) -> int:
-        return len(self._socks)
-
-
 class BaseServer:
     """One listening socket, a wake-up channel for shutdown, and the log lines.
 
@@ -330,50 +270,6 @@ class BaseServer:
         if accepted and self.starved:
             self.recovered()
         return accepted
-
-    def accept_loop(self, handle: Callable[[socket.socket, tuple], None]) -> None:
-        """Wait for connections (or shutdown) and pass each to ``handle``: the thread-based designs' loop."""
-        sel = selectors.DefaultSelector()
-        assert self.listener is not None
-        sel.register(self.listener, selectors.EVENT_READ)
-        sel.register(self.wake_socket, selectors.EVENT_READ)
-        try:
-            while not self.stopping:
-                sel.select()
-                if self.stopping:
-                    break
-                for sock, address in self.accept_ready():
-                    handle(sock, address)
-                if self.starved:  # this thread only accepts: pausing it stalls no client
-                    self.wait_wake(ACCEPT_PAUSE)
-        finally:
-            sel.close()
-
-    def serve_client(self, sock: socket.socket, address: tuple, clients: ClientRegistry) -> None:
-        """A blocking client's whole life in its thread: TLS handshake, idle timeout, session.
-
-        The handshake runs here, not in the accept loop: a slow or hostile
-        client must not hold up the others. Closes the socket.
-        """
-        opts = self.options
-        peer = format_address(address)
-        try:
-            sock.setblocking(True)
-            if opts.tls is not None:
-                tls = opts.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-                clients.replace(sock, tls)
-                sock = tls
-                sock.settimeout(min(HANDSHAKE_TIMEOUT, opts.idle_timeout or HANDSHAKE_TIMEOUT))
-                try:
-                    tls.do_handshake()
-                except (OSError, ValueError) as exc:  # SSLError, reset, timeout; ValueError: closed at shutdown
-                    handshake_failed(peer, exc)
-                    return
-            sock.settimeout(opts.idle_timeout)
-            serve_blocking(sock, self.session_class(peer, opts.recv_size), opts.recv_size, opts.idle_timeout)
-        finally:
-            clients.discard(sock)
-            sock.close()
 
     def wait_wake(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, waking at once on shutdown.

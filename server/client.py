@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from server.args import Parser, port_number, positive_float
+from server.args import Parser, port_number, seconds
 from server.protocol import DEFAULT_HOST, DEFAULT_PORT, MAX_MESSAGE, QUIT, ReplyCounter, encode_message
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m server.client", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="server port (default %(default)s)")
-    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to wait for connect and for each reply (more than 0)")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds to wait for connect and for each reply (0.001-86400)")
     return parser
 
 

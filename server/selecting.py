@@ -12,8 +12,9 @@ such task.
 
 TLS (``--tls-cert``): the handshake is non-blocking too, a state of its own (a
 connection with no session yet) driven by whichever readiness it asked for.
-The TLS path has its own read and write methods, chosen once in ``serve``, so
-plain TCP's per-message path is unchanged.
+The TLS path's read and write methods, chosen once in ``serve``, step the
+handshake and then use plain TCP's (reading on while the SSL layer holds
+data), so plain TCP's per-message path has no TLS test in it.
 """
 
 from __future__ import annotations
@@ -154,26 +155,32 @@ class SelectorServer(BaseServer):
             self.sel.unregister(self.listener)
             self._resume_accepts = time.monotonic() + ACCEPT_PAUSE
 
-    def _readable(self, conn: Connection, recv_size: int) -> None:
+    def _readable(self, conn: Connection, recv_size: int) -> bool:
+        """Read once, answer, close if asked; return whether the connection may read on.
+
+        TLS reads through here too (the SSL exceptions cost nothing until raised).
+        """
         try:
             data = conn.sock.recv(recv_size)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (OSError, ValueError) as exc:
             conn.session.reset(exc)
             self._drop(conn)
-            return
+            return False
         conn.last = self.now
         count, close = conn.session.feed(data)
         if count:
             conn.owed += count
             if not self._send(conn):
-                return
+                return False
         if close:
             if conn.owed:
                 conn.closing = True  # closed by _writable once the owed replies are out
             else:
                 self._drop(conn)
+            return False
+        return True
 
     # -- TLS ---------------------------------------------------------------------------
     def _start_tls(self, context: ssl.SSLContext, sock: socket.socket, peer: str) -> None:
@@ -209,34 +216,13 @@ class SelectorServer(BaseServer):
         self._readable_tls(conn, self.options.recv_size)  # data may have come with the handshake's end
 
     def _readable_tls(self, conn: Connection, recv_size: int) -> None:
-        """Like _readable; a TLS record can hold more than one read: read on while the SSL layer has some."""
+        """Handshake, or read; a TLS record can hold more than one read: read on while the SSL layer has some."""
         if conn.session is None:
             self._handshake(conn)
             return
         sock = conn.sock
-        while True:
-            try:
-                data = sock.recv(recv_size)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return
-            except (OSError, ValueError) as exc:
-                conn.session.reset(exc)
-                self._drop(conn)
-                return
-            conn.last = self.now
-            count, close = conn.session.feed(data)
-            if count:
-                conn.owed += count
-                if not self._send(conn):
-                    return
-            if close:
-                if conn.owed:
-                    conn.closing = True
-                else:
-                    self._drop(conn)
-                return
-            if conn.writing or not sock.pending():  # type: ignore[attr-defined]
-                return
+        while self._readable(conn, recv_size) and not conn.writing and sock.pending():  # type: ignore[attr-defined]
+            pass
 
     def _writable_tls(self, conn: Connection) -> None:
         if conn.session is None:

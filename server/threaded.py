@@ -13,18 +13,15 @@ import socket
 import threading
 import time
 
-from server.base import LOG, BaseServer, ClientRegistry, ServerOptions
+from server.base import LOG
+from server.blocking import BlockingServer
 
 
-class ThreadedServer(BaseServer):
+class ThreadedServer(BlockingServer):
     """One thread per connection, created on accept (the tutorial's design)."""
 
     name = "threaded"
     description = "the reference: a new thread per connection (the tutorial's design)"
-
-    def __init__(self, options: ServerOptions) -> None:
-        super().__init__(options)
-        self.clients = ClientRegistry()
 
     def serve(self) -> None:
         self.accept_loop(self.start_client)
@@ -32,7 +29,7 @@ class ThreadedServer(BaseServer):
     def start_client(self, sock: socket.socket, address: tuple) -> None:
         self.clients.add(sock)
         try:
-            thread = threading.Thread(target=self.serve_client, args=(sock, address, self.clients), daemon=True)
+            thread = threading.Thread(target=self.serve_client, args=(sock, address), daemon=True)
             thread.start()
         except RuntimeError as exc:  # can't start new thread: one line, not a traceback per client
             LOG.error("Thread did not start: %s (%d clients)", exc, len(self.clients))
