@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +20,9 @@ from typing import NoReturn
 import psutil
 
 from harness.checks import Check, CheckError, parse_check
+from harness.profiles import PROFILES, max_reply_bytes
+from harness.results.fields import MAX_ARGUMENT
+from server.tls import make_tls_context
 from server.variants import VARIANTS
 
 #: A name that may become part of a file name: a variant, a run id, a results folder.
@@ -129,8 +134,14 @@ SERVER_OWNED: tuple[tuple[str, ...], ...] = (("--host",), ("--port",), ("--backl
 
 
 def locust_args_ok(extra: Sequence[str]) -> None:
-    """Refuse extra Locust arguments that would fight the sweep's own, in any spelling."""
-    for arg in extra:
+    """Refuse extra Locust arguments that would fight the sweep's own, in any spelling, or that the scenario would refuse."""
+    for index, arg in enumerate(extra):
+        if _OwnedOptions((("--max-reply-bytes",),)).owned(arg):  # checked now, not in the first cell
+            value = arg.partition("=")[2] if "=" in arg else (extra[index + 1] if index + 1 < len(extra) else "")
+            try:
+                max_reply_bytes(value)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         if _OwnedOptions(LOCUST_OWNED).owned(arg):
             raise UsageError(f"--locust-arg {arg}: the sweep sets this itself (use the sweep's own option)")
         if name := _OwnedOptions(FORWARDED).owned(arg):
@@ -193,3 +204,95 @@ def make_out_dir(out: Path | None, default_parent: Path) -> Path:
             continue
         return candidate
     raise UsageError(f"no free results folder name under {default_parent} for {stamp}; give --out")
+
+
+# -- files, TLS and texts the children get -------------------------------------------------
+
+
+def file_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being read as a file, in words, or None.
+
+    Checked before anything opens it: a directory or /dev/null is not "no such file",
+    and a FIFO would block its reader (a server given one as a certificate never starts).
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe): reading it waits for a writer"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    for test, kind in kinds:
+        if test(mode):
+            return f"{kind}, not a regular file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    if path.stat().st_size == 0:
+        return "an empty file"
+    return None
+
+
+class _ServerTlsOptions(_OwnedOptions):
+    """The server's --tls-cert and --tls-key among --server-arg values, in the spellings its parser takes."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+        self.add_argument("--tls-cert", type=Path, default=None)
+        self.add_argument("--tls-key", type=Path, default=None)
+
+
+def started_tls_ok(server_args: Sequence[str], tls: bool) -> None:
+    """Started variants serve TLS only with a certificate (``--server-arg``): check it before any server starts.
+
+    ``--tls`` without one would load plain servers with TLS clients; a certificate without
+    ``--tls``, TLS servers with plain clients. Both fail every cell, so both are refused here.
+    """
+    try:
+        given, _ = _ServerTlsOptions().parse_known_args(list(server_args))
+    except _Refused as exc:
+        raise UsageError(f"--server-arg: {exc}") from None
+    cert, key = given.tls_cert, given.tls_key
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and (problem := file_problem(path)):
+            raise UsageError(f"--server-arg {option} {path}: {problem}")
+    if tls and cert is None and key is None:
+        raise UsageError("--tls: the started variants serve TLS only with a certificate: add "
+                         "--server-arg=--tls-cert=FILE --server-arg=--tls-key=FILE, and --tls-ca FILE to verify it")
+    if not tls and (cert is not None or key is not None):
+        raise UsageError("--server-arg --tls-cert/--tls-key: the started variants will serve TLS; add --tls "
+                         "(with --tls-ca FILE or --tls-insecure)")
+    try:
+        make_tls_context(None if cert is None else str(cert), None if key is None else str(key))
+    except ValueError as exc:
+        raise UsageError(f"--server-arg {exc}") from None
+
+
+def quit_message_ok(protocol: str, quit_message: str | None) -> None:
+    """``--quit-message`` is the line profile's, and one line: checked before any cell, as --message is."""
+    if not quit_message:
+        return  # empty: just close, whatever the profile
+    if protocol != "line":
+        raise UsageError(f"--quit-message is the line profile's (--protocol line); {protocol} ends a session its own way")
+    try:
+        PROFILES[protocol]().encode(quit_message)
+    except ValueError as exc:
+        reason = re.sub(r"^--message:?\s*", "", str(exc))
+        raise UsageError(f"--quit-message: {reason}; got {quit_message[:60]!r}") from None
+
+
+def arguments_fit(*groups: Sequence[str]) -> None:
+    """Every argument the sweep passes on or records fits in one command-line argument (MAX_ARGUMENT bytes).
+
+    Longer, Locust could not be started with it (E2BIG) and the results could not be read
+    back (harness.results.fields); so it is refused before any cell.
+    """
+    for args in groups:
+        for arg in args:
+            size = len(os.fsencode(arg))
+            if size > MAX_ARGUMENT:
+                name = arg.split("=", 1)[0] if arg.startswith("-") else f"an argument starting {arg[:20]!r}"
+                raise UsageError(f"{name}: {size:,} bytes in one argument; at most {MAX_ARGUMENT:,} "
+                                 "(Linux's limit on one command-line argument; Locust gets it as one)")

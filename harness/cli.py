@@ -1,24 +1,25 @@
-"""``swarmbench``: sweep server designs across concurrency, report, compare, check.
+"""``swarmbench``: sweep server designs across concurrency, search each one's capacity, report, compare, check.
 
 Exit codes: 0 all well, 1 a ``--check`` broke (or the sweep could not run a
-cell, or could not write a result), 2 bad usage, 130 interrupted by Ctrl-C and
+cell, or could not write a result or the report), 2 bad usage, 130 interrupted by Ctrl-C and
 128 + N by SIGTERM or SIGHUP (finished cells are kept and reported).
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.arguments import (
     UsageError,
+    arguments_fit,
     check_expr,
     duration,
+    file_problem,
     fraction,
     live_pid,
     locust_args_ok,
@@ -26,7 +27,9 @@ from harness.arguments import (
     master_bind,
     out_name_ok,
     positive_number,
+    quit_message_ok,
     server_args_ok,
+    started_tls_ok,
     user_counts,
     variant_names,
 )
@@ -34,10 +37,13 @@ from harness.locust_run import WORKER_WAIT_S
 from harness.probe import ProbeError, TlsSettings, probe
 from harness.profiles import PROFILES
 from harness.target import split_host
+from harness.capacity_run import DEFAULTS as CAPACITY_DEFAULTS
+from harness.capacity_run import add_capacity_options, capacity_ask, run_capacity
 from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
-from harness.results import CellResult, ResultError, load_run
-from harness.sweep import SweepConfig, SweepProgress, resolve_scenario, run_sweep
+from harness.results import ResultError, load_run
+from harness.stop import StopOnSignal, exit_code, stop_signals_as_ctrl_c
+from harness.sweep import SweepConfig, resolve_scenario, run_sweep
 from server.args import Parser
 from server.variants import VARIANTS
 
@@ -63,14 +69,21 @@ RUN_DEFAULTS: dict[str, object] = {
 PROTOCOLS = tuple(sorted(PROFILES))
 
 
-def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
+def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object], *, search: bool = False) -> None:
+    """The options of every command that runs cells. ``search``: a capacity search, which sets each cell's
+    rate itself (no ``--rate``), keeps going past a failed cell and checks capacities, not cells."""
     p.add_argument("--variants", type=variant_names, default=defaults.get("variants", "threaded"), help=f"comma-separated, from: {', '.join(sorted(VARIANTS))} (default %(default)s)")
-    p.add_argument("--users", type=user_counts, default=defaults.get("users", "1,10,100"), help="concurrency levels (default %(default)s)")
+    levels = "--axis rate: one search at each level (default 100)" if search else "concurrency levels (default %(default)s)"
+    p.add_argument("--users", type=user_counts, default=defaults.get("users", "1,10,100"), help=levels)
     p.add_argument("--duration", type=duration, default=defaults.get("duration", "20s"), help="steady window of each cell (default %(default)s)")
     p.add_argument("--warmup", type=duration, default=defaults.get("warmup", "5s"), help="settle after every user is established, dropped from each cell's figures (default %(default)s)")
     p.add_argument("--establish-timeout", type=duration, default=defaults.get("establish_timeout", "30s"), help="deadline for every user to connect and get its first reply; the window starts after that or at the deadline (default %(default)s)")
     p.add_argument("--scenario", default="chat", help="scenario file or shipped name (default %(default)s)")
-    p.add_argument("--rate", type=positive_number, default=defaults.get("rate"), help="open loop: messages/s over all users (default: %(default)s; None: closed loop)")
+    if search:  # --rate is taken only to be refused in words (else it would abbreviate --rate-per-user)
+        p.add_argument("--rate", type=positive_number, default=None, help=argparse.SUPPRESS)
+        p.set_defaults(stop_on_failure=False)
+    else:
+        p.add_argument("--rate", type=positive_number, default=defaults.get("rate"), help="open loop: messages/s over all users (default: %(default)s; None: closed loop)")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (--processes); 0: one process")
     p.add_argument("--expect-workers", type=int, default=0, metavar="N", help="run Locust as master and wait for N workers (locust -f SCENARIO --worker --master-host HOST)")
     p.add_argument("--master-bind", default="127.0.0.1:5557", metavar="HOST:PORT", help="with --expect-workers: where the master listens for workers (default %(default)s; *:5557 for every interface)")
@@ -80,7 +93,8 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--target", default=None, metavar="HOST:PORT", help="sweep a server you run (any address or name, [IPV6]:PORT) instead of starting variants")
     p.add_argument("--pid", type=int, default=None, help="with --target: the server's PID on this machine, to sample it (without it: no server figures)")
     p.add_argument("--worker-wait", type=duration, default=WORKER_WAIT_S, metavar="SECONDS", help="with --expect-workers: each cell's wait for its workers; fewer: the cell fails (default %(default)gs)")
-    p.add_argument("--stop-on-failure", action="store_true", help="a failed cell ends the sweep (default: go on with the next cell)")
+    if not search:
+        p.add_argument("--stop-on-failure", action="store_true", help="a failed cell ends the sweep (default: go on with the next cell)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="the target's protocol profile (default chat)")
     p.add_argument("--message", default=None, metavar="TEXT", help="the message the profile sends (redis: a command, e.g. 'GET k')")
     p.add_argument("--quit-message", default=None, metavar="TEXT", help="line: the session's last message (empty: just close)")
@@ -88,18 +102,31 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object]) -
     p.add_argument("--tls-ca", type=Path, default=None, metavar="FILE", help="with --tls: the CA certificate(s) to verify the server with")
     p.add_argument("--tls-insecure", action="store_true", help="with --tls: do not verify the server's certificate (warned about)")
     p.add_argument("--out", type=Path, default=None, help=f"results folder (default {DEFAULT_OUT}/RUN-ID); must be new")
-    p.add_argument("--slo-ms", type=positive_number, default=10.0, help="message p99 target for the report's findings (default %(default)s)")
-    p.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="e.g. 'message.p99<5ms', 'errors==0', 'throughput>=10000'; exit 1 if broken")
-    p.add_argument("--quiet", action="store_true", help="one line per cell, no progress bar")
+    slo_for = "each trial" if search else "the report's findings"
+    p.add_argument("--slo-ms", type=positive_number, default=10.0, help=f"message p99 target for {slo_for} (default %(default)s)")
+    p.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="e.g. 'capacity.holds>=1000' (also capacity.fails, .confirmed, .trials)" if search else "e.g. 'message.p99<5ms', 'errors==0', 'throughput>=10000'; exit 1 if broken")
+    p.add_argument("--quiet", action="store_true", help="one line per trial, its verdict" if search else "one line per cell, no progress bar")
+
+
+def version() -> str:
+    """The installed swarmbench's version ("unknown" in a checkout that was never installed)."""
+    try:
+        return metadata.version("swarmbench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="swarmbench", description="Load-test concurrent TCP servers with Locust.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="the main job: a short sweep of every variant, then the report")
     add_sweep_options(run, RUN_DEFAULTS)
     sweep = sub.add_parser("sweep", help="sweep variants x concurrency and write results + report")
     add_sweep_options(sweep, {})
+    capacity = sub.add_parser("capacity", help="for each variant and level, the highest load that holds the SLO")
+    add_sweep_options(capacity, CAPACITY_DEFAULTS, search=True)
+    add_capacity_options(capacity)
     report = sub.add_parser("report", help="build the HTML report of a results folder")
     report.add_argument("results", type=Path)
     report.add_argument("--slo-ms", type=positive_number, default=10.0, help="message p99 target for the findings (default %(default)s)")
@@ -114,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--master", required=True, metavar="HOST:PORT", help="the sweep's --master-bind address (port default 5557)")
     worker.add_argument("--scenario", default="chat", help="the sweep's scenario file or shipped name (default %(default)s)")
     worker.add_argument("--processes", type=int, default=0, metavar="N", help="Locust worker processes on this machine (default: one)")
-    worker.add_argument("--master-timeout", type=duration, default=120.0, metavar="SECONDS", help="exit when no master started a cell for this long (default %(default)gs)")
+    worker.add_argument("--master-timeout", type=duration, default=120.0, metavar="SECONDS", help="exit when no master started a cell for this long; in a cell, leave a master silent this long (at most 60 s; default %(default)gs)")
     return parser
 
 
@@ -135,6 +162,8 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
     if args.worker_wait < 1:
         raise UsageError("--worker-wait must be at least 1s")
     forwarded = protocol_args(args)
+    arguments_fit(forwarded, args.locust_arg, args.server_arg, argv)
+    tls = TlsSettings(args.tls_ca, args.tls_insecure) if args.tls else None
     target = None
     variants = args.variants
     if args.target is not None:
@@ -145,22 +174,31 @@ def sweep_config(args: argparse.Namespace, argv: Sequence[str]) -> SweepConfig:
         if args.pid is not None:
             live_pid(args.pid)  # server sampling is local: a process on this machine
         try:
-            probe(*target, tls=TlsSettings(args.tls_ca, args.tls_insecure) if args.tls else None)
+            probe(*target, tls=tls)
         except ProbeError as exc:
             raise UsageError(str(exc)) from None
         variants = ("target",)
     elif args.pid is not None:
         raise UsageError("--pid goes with --target")
+    else:  # started variants: probed after each start (harness.sweep), their certificate checked now
+        started_tls_ok(args.server_arg, args.tls)
+        if tls is not None:
+            try:
+                tls.context()  # a CA file that is no certificate: now, not after a server started
+            except ProbeError as exc:
+                raise UsageError(str(exc)) from None
     if args.out is not None:
         out_name_ok(args.out)
     out = make_out_dir(args.out, DEFAULT_OUT)  # the last check, and the first thing made
+    if args.tls_insecure:  # a refused sweep prints its one line only
+        print("swarmbench: warning: --tls-insecure: the server's certificate is not verified", file=sys.stderr)
     return SweepConfig(
         out=out, variants=variants, users=args.users, duration_s=args.duration, warmup_s=args.warmup,
         scenario=scenario, rate=args.rate, workers=args.workers, backlog=args.backlog,
         server_args=tuple(args.server_arg), locust_args=(*args.locust_arg, *forwarded), target=target,
         target_pid=args.pid, expect_workers=args.expect_workers,
         worker_wait_s=args.worker_wait, stop_on_failure=args.stop_on_failure,
-        master_bind=bind, argv=tuple(argv), establish_timeout=establish_timeout(args),
+        master_bind=bind, argv=tuple(argv), establish_timeout=establish_timeout(args), tls=tls,
     )  # fmt: skip
 
 
@@ -177,18 +215,18 @@ def protocol_args(args: argparse.Namespace) -> list[str]:
         raise UsageError("--tls-ca and --tls-insecure go with --tls")
     if args.tls_ca is not None and args.tls_insecure:
         raise UsageError("--tls-ca verifies the server and --tls-insecure does not: choose one")
-    if args.tls_ca is not None and not args.tls_ca.is_file():
-        raise UsageError(f"--tls-ca {args.tls_ca}: no such file")
+    if args.tls_ca is not None and (problem := file_problem(args.tls_ca)):
+        raise UsageError(f"--tls-ca {args.tls_ca}: {problem}")
     if args.message is not None:
         check_message(args.protocol or "chat", args.message)
+    quit_message_ok(args.protocol or "chat", args.quit_message)
     out = [f"--protocol={args.protocol}"] if args.protocol is not None else []
     out += [f"--message={args.message}"] if args.message is not None else []
     out += [f"--quit-message={args.quit_message}"] if args.quit_message is not None else []
     out += ["--tls"] if args.tls else []
     out += [f"--tls-ca={args.tls_ca.resolve()}"] if args.tls_ca is not None else []
     if args.tls_insecure:
-        print("swarmbench: warning: --tls-insecure: the server's certificate is not verified", file=sys.stderr)
-        out.append("--tls-insecure")
+        out.append("--tls-insecure")  # warned about once every check has passed (sweep_config)
     return out
 
 
@@ -200,54 +238,6 @@ def check_message(protocol: str, message: str) -> None:
         raise UsageError(f"{exc}; got {message[:60]!r}") from None
 
 
-#: Signals that stop a sweep, keeping its finished cells (exit 128 + the signal's number).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextmanager
-def stop_signals_as_ctrl_c(received: list[int]) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP only record themselves; :class:`StopOnSignal` stops the sweep.
-
-    A KeyboardInterrupt raised from a signal handler can land anywhere, even where Python
-    ignores exceptions (logging's lock, a finalizer: "Exception ignored in ..."), and be lost.
-    Recorded, the signal is acted on at the next progress tick (twice a second in a cell),
-    where the sweep stops its Locust run and keeps every finished cell.
-    """
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-class StopOnSignal(SweepProgress):
-    """Turns a recorded stop signal into a KeyboardInterrupt at a safe point: the next progress tick."""
-
-    def __init__(self, inner: SweepProgress, received: list[int]) -> None:
-        self.inner, self.received = inner, received
-
-    def cell_started(self, variant: str, users: int, index: int, total: int, seconds: float) -> None:
-        if self.received:
-            raise KeyboardInterrupt
-        self.inner.cell_started(variant, users, index, total, seconds)
-
-    def tick(self, messages_per_s: float | None) -> None:
-        if self.received:
-            raise KeyboardInterrupt
-        self.inner.tick(messages_per_s)
-
-    def cell_done(self, cell: CellResult) -> None:
-        self.inner.cell_done(cell)
-
-    def note(self, text: str) -> None:
-        self.inner.note(text)
-
-
 def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from reports import build_report  # matplotlib loads only when a report is made
 
@@ -257,17 +247,19 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
         with make_progress(cfg, quiet=args.quiet) as progress:
             outcome = run_sweep(cfg, StopOnSignal(progress, received))
         print(f"results: {cfg.out}")
+        reported = True
         try:
             print(f"report:  {build_report(cfg.out, slo_ms=args.slo_ms)}")
         except (ResultError, OSError) as exc:
             print(f"swarmbench: the report was not written: {one_line(exc)}", file=sys.stderr)
+            reported = False
     outcome.interrupted = outcome.interrupted or bool(received)
     if outcome.write_error is not None:
         print(f"swarmbench: error: the sweep stopped: {outcome.write_error}", file=sys.stderr)
         return 1
     if outcome.interrupted:
         print("interrupted: the finished cells are kept and reported", file=sys.stderr)
-        return 128 + received[0] if received else 128 + signal.SIGINT
+        return exit_code(received)
     broken = evaluate(args.check, [(f"{c.variant} u={c.users}", cell_metrics(c)) for c in outcome.cells])
     failed = [c for c in outcome.cells if c.status == "failed"]
     for line in broken:
@@ -277,7 +269,7 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for cell in outcome.cells:
         if cell.status == "server-died":
             print(f"cell {cell.variant} u={cell.users}: the server died (exit code {cell.server.exit_code})", file=sys.stderr)
-    return 1 if broken or failed else 0
+    return 1 if broken or failed or not reported else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -342,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("run", "sweep"):
             return cmd_sweep(args, argv)
+        if args.command == "capacity":
+            ask = capacity_ask(args)  # the search's own checks first: nothing is made before they pass
+            return run_capacity(sweep_config(args, argv), ask, args.check, quiet=args.quiet)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "worker":

@@ -1,6 +1,10 @@
 """The TCP user's failure classes: small, so Locust's failure table groups them by kind.
 
-Each message names an errno, never an address.
+Each message names an errno, never an address. A server chooses some texts (its
+error replies, bytes that do not parse): :func:`bounded` keeps the first
+``SAMPLES_PER_CLASS`` distinct ones of each class, cut to ``SAMPLE_CHARS``, and
+reports the rest under the class's own text, so a server answering ``-ERR
+<random>`` makes a few rows in Locust's table, not one per reply.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class SocketFailure(TcpFailure): text = "socket error"  # noqa: E701
 class TlsFailure(TcpFailure): text = "TLS handshake failed"  # noqa: E701
 
 
+class ReplyTooLarge(UnexpectedReply): text = "reply larger than --max-reply-bytes"  # noqa: E701
+
+
 class ServerError(TcpFailure):
     """The server answered with its protocol's error reply (RESP ``-ERR ...``): counted, the session goes on."""
 
@@ -41,9 +48,38 @@ class ServerError(TcpFailure):
     fatal = False
 
 
-def escaped(data: bytes, limit: int = 40) -> str:
+#: Distinct texts reported per failure class in one process; later texts are reported as the class's own.
+SAMPLES_PER_CLASS = 10
+#: Characters of a text kept (the rest is cut, marked "...").
+SAMPLE_CHARS = 120
+_samples: dict[type[TcpFailure], set[str]] = {}
+
+
+def bounded(exc: TcpFailure) -> TcpFailure:
+    """``exc`` with a text from a bounded set: its own (cut) while among the class's first distinct texts.
+
+    Locust's failure table has a row per distinct text, and its memory and log grow with them.
+    """
+    text = str(exc)
+    if len(text) > SAMPLE_CHARS:
+        text = text[:SAMPLE_CHARS] + "..."
+    cls = type(exc)
+    seen = _samples.get(cls)
+    if seen is None:
+        seen = _samples[cls] = set()
+    if text not in seen:
+        if len(seen) < SAMPLES_PER_CLASS:
+            seen.add(text)
+        else:
+            text = f"{cls.text} (other texts: only the first {SAMPLES_PER_CLASS} distinct are kept)"
+    if exc.args != (text,):
+        exc.args = (text,)
+    return exc
+
+
+def escaped(data: bytes | bytearray, limit: int = 40) -> str:
     """The first ``limit`` bytes of ``data``, escaped (``repr``), for a one-line failure message."""
-    head = repr(data[:limit])
+    head = repr(bytes(data[:limit]))
     return head + ("..." if len(data) > limit else "") + f" ({len(data)} bytes)"
 
 

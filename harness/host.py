@@ -57,7 +57,18 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def raise_nofile_limit(wanted: int = 1_048_576) -> int:
+#: How far a run raises its descriptor limit, at most (Locust's own figure).
+NOFILE_WANTED = 1_048_576
+
+
+def nofile_reachable(wanted: int = NOFILE_WANTED) -> int:
+    """The descriptor limit :func:`raise_nofile_limit` would reach, found without changing it (to refuse
+    arguments that need more before any work)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(soft, min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted)
+
+
+def raise_nofile_limit(wanted: int = NOFILE_WANTED) -> int:
     """Raise the soft RLIMIT_NOFILE toward the hard limit (children inherit it), as Locust does."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted

@@ -2,12 +2,14 @@
 
 The harness never drives Locust from the inside: it runs ``locust -f SCENARIO
 --headless ...`` exactly as a user would, so a scenario file behaves the same
-in a sweep and on its own. The run always ends on time: past its deadline the
+in a sweep and on its own (through :mod:`harness.locust_main`, Locust's own main with
+Swarmbench's packages bound first, so a project's ``server/`` or ``harness/`` package in the
+working directory cannot shadow them). The run always ends on time: past its deadline the
 process group is stopped, then killed.
 
-With a window (``window_s``), the plugin inside Locust ends the run itself once
+With a window (``window_s``), the phases inside Locust end the run themselves once
 every user is established, the settle has passed and the window is measured
-(:mod:`harness.user.steady`); ``-t`` is then only the upper bound: the
+(:mod:`harness.user.phases`); ``-t`` is then only the upper bound: the
 establishment deadline + settle + window + ``RUN_TIME_SLACK``.
 """
 
@@ -41,7 +43,7 @@ SWEEP_LINK = Path(__file__).resolve().parent / "user" / "sweep_link.py"
 GAVE_UP = "Gave up waiting for workers to connect"
 JOINED_RE = re.compile(r"swarmbench: worker joined \((\d+) of (\d+)\)")
 #: With a window, Locust's -t is past the planned end by this much (the master's wait for its
-#: workers' final reports, harness.user.steady.FINAL_REPORT_WAIT, included).
+#: workers' final reports, harness.user.phases.FINAL_REPORT_WAIT, included).
 RUN_TIME_SLACK = 20.0
 
 
@@ -65,7 +67,7 @@ class LocustJob:
     worker_wait_s: float = WORKER_WAIT_S
     #: Distributed: the sweep's last cell, whose master tells the workers the sweep ends.
     last_cell: bool = False
-    #: The phases (harness.user.steady): 0 window: Locust's -t (run_time_s) ends the run.
+    #: The phases (harness.user.phases): 0 window: Locust's -t (run_time_s) ends the run.
     establish_timeout: float = 30.0
     settle_s: float = 0.0
     window_s: float = 0.0
@@ -85,7 +87,7 @@ class LocustJob:
     def argv(self) -> list[str]:
         files = f"{self.scenario},{SWEEP_LINK}" if self.expect_workers else str(self.scenario)
         argv = [
-            sys.executable, "-P", "-m", "locust", "-f", files,
+            sys.executable, "-P", "-m", "harness.locust_main", "-f", files,
             "--headless", "--host", self.host_url,
             "-u", str(self.users), "-r", f"{self.spawn_rate:g}",
             "-t", f"{max(1, math.ceil(self.locust_run_time_s))}s",

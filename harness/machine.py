@@ -29,7 +29,7 @@ NO_IDLE_PERCENT = 2.0
 LOOP_LAG_SHARE = 1 / 3
 #: ... and only when the lag itself is large enough to matter (the idle OS wake-up is ~50-100 µs).
 LOOP_LAG_FLOOR_US = 1000.0
-#: One Locust process above this share of one core is saturated (as ``harness.user.plugin`` judges).
+#: One Locust process above this share of one core is saturated (as ``harness.user.run`` judges).
 SATURATED_PERCENT = 90.0
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import psutil
 
 from harness import kernel
-from harness.cell import RAW, CellPlan, CellRun, assemble_cell, log_size, window_hgrm
+from harness.assemble import RAW, CellPlan, CellRun, assemble_cell, log_size, window_hgrm
 from harness.locust_run import WORKER_WAIT_S, LocustJob, LocustOutcome, free_local_port, run_locust, spawn_rate
 from harness.host import git_commit, host_info, raise_nofile_limit, versions
 from harness.machine import MachineSampler
+from harness.probe import ProbeError, TlsSettings, probe
 from harness.results import CellResult, ResultError, RunManifest, replace_manifest, write_bytes, write_cell
 from harness.results.histogram_file import load_histogram_file
 from harness.server_process import RunningServer, ServerStartError, start_server
@@ -54,6 +55,8 @@ class SweepConfig:
     #: ``--stop-on-failure``: a failed cell ends the sweep (its manifest outcome: "failed").
     stop_on_failure: bool = False
     establish_timeout: float = 30.0
+    #: ``--tls``: every started variant is probed with a handshake before its cells, as a --target is.
+    tls: TlsSettings | None = None
 
     def planned(self) -> list[tuple[str, int]]:
         return [(v, u) for v in self.variants for u in self.users]
@@ -102,20 +105,26 @@ def resolve_scenario(name: str) -> Path:
     raise ValueError(f"unknown scenario {name!r}: give a file or one of: {known}")
 
 
-def run_sweep(cfg: SweepConfig, progress: SweepProgress | None = None) -> SweepOutcome:
-    progress = progress or SweepProgress()
-    raise_nofile_limit()
+def new_manifest(cfg: SweepConfig, planned: tuple[tuple[str, int], ...], **options: object) -> RunManifest:
+    """The run's manifest as it starts (a sweep's, or a capacity search's with its own ``options``), written at once."""
     manifest = RunManifest(
         run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}",
         started_at=time.time(),
         argv=cfg.argv,
-        options=config_dict(cfg),
+        options={**config_dict(cfg), **options},
         host=host_info(),
         versions=versions(),
         git_commit=git_commit(),
-        planned=tuple(cfg.planned()),
+        planned=planned,
     )
     replace_manifest(cfg.out, manifest)
+    return manifest
+
+
+def run_sweep(cfg: SweepConfig, progress: SweepProgress | None = None) -> SweepOutcome:
+    progress = progress or SweepProgress()
+    raise_nofile_limit()
+    manifest = new_manifest(cfg, tuple(cfg.planned()))
     outcome = SweepOutcome(manifest)
     index = 0
     try:
@@ -148,6 +157,7 @@ def run_variant(cfg: SweepConfig, variant: str, index: int, outcome: SweepOutcom
             server = start_server(
                 variant, backlog=cfg.backlog, extra_args=cfg.server_args, log_path=cfg.out / RAW / f"server-{variant}.log"
             )
+            probe_started(server, cfg.tls)
         except ServerStartError as exc:
             progress.note(f"{variant}: {exc}; skipping its cells")
             for users in cfg.users:
@@ -181,9 +191,29 @@ def run_variant(cfg: SweepConfig, variant: str, index: int, outcome: SweepOutcom
     return index
 
 
-def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progress: SweepProgress) -> CellResult:
-    """Run Locust on one cell while the sampler watches the server; return the cell's result."""
-    stem = f"cell-{variant}-u{users:05d}"
+def probe_started(server: RunningServer, tls: TlsSettings | None) -> None:
+    """With TLS, a started variant must complete a handshake as a --target must, or its cells never run.
+
+    Without it, a server that does not speak TLS (or whose certificate the client rejects) gives
+    cells of 0 msg/s and no errors; with it, one line says why. The server is stopped on failure.
+    """
+    if tls is None:
+        return
+    try:
+        probe(server.host, server.port, tls=tls)
+    except ProbeError as exc:
+        server.stop()
+        raise ServerStartError(str(exc)) from None
+
+
+def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progress: SweepProgress, *,
+             stem: str | None = None, last_cell: bool | None = None) -> CellResult:
+    """Run Locust on one cell while the sampler watches the server; return the cell's result.
+
+    ``stem`` names the cell's raw files (default ``cell-VARIANT-uUSERS``: a capacity search runs
+    several cells at one user count); ``last_cell``: whether it ends the run (default: the plan's last).
+    """
+    stem = stem or f"cell-{variant}-u{users:05d}"
     job = LocustJob(
         scenario=cfg.scenario,
         host_url=target.url,
@@ -200,7 +230,7 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         # --workers: a master on loopback, on a port free now, so two sweeps never share one
         master_bind=cfg.master_bind if cfg.expect_workers or not cfg.workers else ("127.0.0.1", free_local_port()),
         worker_wait_s=cfg.worker_wait_s,
-        last_cell=(variant, users) == cfg.planned()[-1],
+        last_cell=(variant, users) == cfg.planned()[-1] if last_cell is None else last_cell,
         establish_timeout=cfg.establish_timeout,
         settle_s=cfg.warmup_s,
         window_s=cfg.duration_s,

@@ -10,6 +10,7 @@ import Locust).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from harness.server_process import RunningServer
 
 DEFAULT_URL = "tcp://127.0.0.1:8000"
+#: A last label the C library would read as a number (decimal, octal or hex): the name is an IPv4
+#: address attempt, as URLs treat it (WHATWG), and only the four-part dotted form is one.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 #: (host, port), or IPv6's (host, port, flowinfo, scope_id) when a scope is needed (link-local).
 SockAddr = tuple[Any, ...]
 
@@ -47,6 +51,10 @@ def split_host(host: str) -> tuple[str, int]:
         raise ValueError(f"malformed host {host!r}; expected tcp://HOST:PORT, HOST:PORT or [IPV6]:PORT")
     if not 1 <= port <= 65535:
         raise ValueError(f"malformed host {host!r}: port {port} out of range")
+    if ":" not in name and _NUMERIC_LABEL.fullmatch(name.rstrip(".").rpartition(".")[2]) and literal_family(name) is None:
+        # the C library reads 1.2.3 as 1.2.0.3, 127.1 as 127.0.0.1, 0x7f.1 in hex: another host than the one meant
+        raise ValueError(f"malformed host {host!r}: {name!r} is no IPv4 address (four parts a.b.c.d, each 0-255, "
+                         "no leading zeros)")
     return name, port
 
 
@@ -61,8 +69,10 @@ def literal_family(name: str) -> socket.AddressFamily | None:
 def parse_host(host: str) -> tuple[socket.AddressFamily, SockAddr]:
     """``tcp://10.1.2.3:8000``, ``[::1]:8000``, ``localhost:8000``, ``db.example:6379`` -> (family, address).
 
-    An address literal is used as is; a name is resolved through :func:`resolve`
-    (its first address). A name that does not resolve is a one-line ``ValueError``.
+    An address literal is used as is; a name is resolved through :func:`resolve`:
+    its first address, or the one a connect of this process last succeeded on
+    (:func:`connected_to`). A name with several addresses keeps them for
+    :func:`alternatives`. A name that does not resolve is a one-line ``ValueError``.
     """
     name, port = split_host(host)
     family = literal_family(name)
@@ -74,10 +84,43 @@ def parse_host(host: str) -> tuple[socket.AddressFamily, SockAddr]:
         raise ValueError(f"host {name!r} does not resolve: {getattr(exc, 'strerror', None) or exc}") from None
     if not found:
         raise ValueError(f"host {name!r} does not resolve: no TCP address")
-    family, sockaddr = found[0]
+    addresses = tuple(dict.fromkeys((family, _plain(sockaddr)) for family, sockaddr in found))
+    if len(addresses) > 1:
+        for _family, sockaddr in addresses:
+            _siblings[sockaddr] = addresses
+    return _worked.get(addresses, addresses[0])
+
+
+def _plain(sockaddr: SockAddr) -> SockAddr:
     if len(sockaddr) > 2 and not sockaddr[3]:
         sockaddr = sockaddr[:2]  # IPv6 without a scope: the plain (host, port) form
-    return family, tuple(sockaddr)
+    return tuple(sockaddr)
+
+
+Address = tuple[socket.AddressFamily, SockAddr]
+# Per process, for names with several addresses: all of them (by each of them) and the one that worked.
+_siblings: dict[SockAddr, tuple[Address, ...]] = {}
+_worked: dict[tuple[Address, ...], Address] = {}
+
+
+def alternatives(sockaddr: SockAddr) -> tuple[Address, ...]:
+    """The other addresses of the name ``sockaddr`` came from, next first, in the resolver's order (wrapping).
+
+    Empty for an address literal or a name with one address. A user whose connect is refused
+    tries these in turn, as ``socket.create_connection`` does: the probe tried each address.
+    """
+    addresses = _siblings.get(tuple(sockaddr), ())
+    for i, (_family, other) in enumerate(addresses):
+        if other == tuple(sockaddr):
+            return addresses[i + 1 :] + addresses[:i]
+    return ()
+
+
+def connected_to(family: socket.AddressFamily, sockaddr: SockAddr) -> None:
+    """A connect succeeded on this alternative: :func:`parse_host` gives it first from now on, in this process."""
+    addresses = _siblings.get(tuple(sockaddr))
+    if addresses is not None:
+        _worked[addresses] = (family, tuple(sockaddr))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ master. This loop starts ``locust -f SCENARIO,harness/user/sweep_link.py
   start of the last cell): exit 0 as soon as that cell ends;
 - no master started a cell for ``--master-timeout`` seconds (default 120), the
   fallback when the sweep was interrupted, stopped on a failure, or its last cell
-  never ran: exit 0 if this worker ran a cell, else 1;
+  never ran: exit 0 if this worker ran a cell, else 1; during a cell, a master
+  silent (no heartbeat) for as long, at most Locust's own 60 s, ends that cell's
+  Locust worker, so a stopped or vanished master does not leave it loading the target;
 - its Locust worker fails without running a cell (a bad scenario ...): Locust's
   error line, exit 1;
 - Ctrl-C or SIGTERM: the Locust child's process group is stopped; exit 130 or 143.
@@ -32,6 +34,7 @@ from types import FrameType
 from typing import TextIO
 
 from harness import target as _target
+from harness.locust_main import MASTER_SILENCE_ENV
 from harness.locust_run import SWEEP_LINK, last_error_line
 from harness.processes import die_with_parent, no_interrupts, stop_group
 
@@ -44,6 +47,10 @@ CELL_STARTED = "cell-started"
 SWEEP_ENDED = "sweep-ended"
 #: Between a worker that ended without a cell and the next one: no busy loop against a quitting master.
 RESTART_PAUSE_S = 0.5
+#: A Locust worker's own limit on a silent master (locust.runners.MASTER_HEARTBEAT_TIMEOUT), and the least
+#: silence taken for a master gone: three of its heartbeats (one a second) missed.
+LOCUST_MASTER_SILENCE_S = 60.0
+MIN_MASTER_SILENCE_S = 3.0
 
 
 class Stopped(Exception):
@@ -64,15 +71,26 @@ class WorkerConfig:
     def argv(self) -> list[str]:
         host, port = self.master
         argv = [
-            sys.executable, "-P", "-m", "locust", "-f", f"{self.scenario},{SWEEP_LINK}", "--worker",
+            sys.executable, "-P", "-m", "harness.locust_main", "-f", f"{self.scenario},{SWEEP_LINK}", "--worker",
             "--master-host", host, "--master-port", str(port), "--loglevel", "WARNING",
         ]  # fmt: skip
         return argv + (["--processes", str(self.processes)] if self.processes else [])
 
+    @property
+    def master_silence_s(self) -> float:
+        """How long a Locust worker waits for a silent master's heartbeat: ``--master-timeout``, within bounds."""
+        return min(max(self.master_timeout_s, MIN_MASTER_SILENCE_S), LOCUST_MASTER_SILENCE_S)
+
 
 def master_address(text: str) -> tuple[str, int]:
-    """``HOST[:PORT]`` or ``[IPV6]:PORT`` (port 5557 by default); the name must resolve. ValueError if not."""
+    """``HOST[:PORT]``, ``[IPV6]:PORT`` or ZMQ's ``tcp://HOST[:PORT]`` (port 5557 by default); the name must
+    resolve. ValueError if not."""
     text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() != "tcp":
+            raise ValueError(f"--master {text}: expected HOST[:PORT], [IPV6]:PORT or tcp://HOST[:PORT]")
+        text = rest
     if text.startswith("["):
         has_port = "]:" in text
     elif text.count(":") > 1:  # a bare IPv6 address
@@ -111,7 +129,8 @@ def run_worker(cfg: WorkerConfig, out: TextIO = sys.stdout) -> int:
                 proc = subprocess.Popen(
                     cfg.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, preexec_fn=die_with_parent,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", STATE_ENV: str(state)},
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", STATE_ENV: str(state),
+                         MASTER_SILENCE_ENV: f"{cfg.master_silence_s:g}"},
                 )  # fmt: skip
             while proc.poll() is None:
                 if not (state / CELL_STARTED).exists() and time.monotonic() - idle_since > cfg.master_timeout_s:

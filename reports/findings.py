@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.results import CellResult, RunManifest
+from harness.results.reading import UNANSWERED, unanswered
 from reports.summary import CONNECT, fmt_duration_ms, fmt_rate, generator_limited, generator_note, is_valid
 from reports.summary import kernel_counter, lag_bound_only, latency, missing_cells, users_word, variant_order
 
@@ -49,9 +50,6 @@ class SloLimit:
     first_miss_why: str | None = None  # "p99 12.2 ms", "68 of 100 users left unanswered", ...
 
 
-UNANSWERED = "unanswered"
-
-
 def by_variant(cells: Sequence[CellResult]) -> dict[str, list[CellResult]]:
     groups: dict[str, list[CellResult]] = {}
     for cell in sorted(cells, key=lambda c: c.users):
@@ -86,12 +84,6 @@ def miss_reason(cell: CellResult, slo_ms: float) -> str | None:
         return (f"achieved {fmt_rate(cell.throughput)} of the {fmt_rate(cell.rate)} messages/s asked "
                 f"({cell.throughput / cell.rate:.0%}, under {MIN_RATE_SHARE:.0%})")
     return None
-
-
-def unanswered(cell: CellResult) -> int:
-    """Users still waiting for a reply when the run stopped: messages no latency figure holds."""
-    lat = cell.latency.get(UNANSWERED)
-    return lat.count if lat is not None else 0
 
 
 def unanswered_finding(variant: str, cells: Sequence[CellResult]) -> list[Finding]:

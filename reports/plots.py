@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # the renderer savefig uses; never a GUI backend, even if pyplot is imported later
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -334,7 +335,12 @@ def spectrum_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], 
         ax.set_xlabel("percentile")
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("latency (ms)")
-    axes[0].legend(fontsize=8, loc="upper left")
+    shown_lines: dict[str, Artist] = {}  # every panel's designs in one legend; none drawn (no data): no legend,
+    for ax in axes:  # not matplotlib's "No artists with labels" warning on stderr
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            shown_lines.setdefault(label, handle)
+    if shown_lines:
+        axes[0].legend(list(shown_lines.values()), list(shown_lines), fontsize=8, loc="upper left")
     return save(fig, out_dir, "spectrum", "Latency spectrum", "Each design's message latency at every percentile "
                 f"of the window, from its histogram; the dashed red line is the {slo_ms:g} ms SLO.")
 

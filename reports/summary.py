@@ -12,14 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import CellResult, Latency, ResultError, RunManifest, load_run
-from harness.results.cells import LAG_BOUND
+from harness.results import CellResult, ResultError, RunManifest, load_run
+# How a cell is read lives beside the result model (harness.verdict reads cells too); kept importable from here.
+from harness.results.reading import CONNECT, MESSAGE, fmt_duration_ms, fmt_rate, generator_limited, generator_note
+from harness.results.reading import lag_bound_only, latency
 
 #: Status of a planned cell that has no result file (an interrupted run).
 MISSING = "missing"
-#: The request name whose latency is the headline (scenarios/chat.py).
-MESSAGE = "message"
-CONNECT = "connect"
 MIB = 1024 * 1024
 
 
@@ -58,12 +57,6 @@ def load_cells(results_dir: Path) -> tuple[RunManifest | None, list[CellResult]]
     return manifest, cells
 
 
-def latency(cell: CellResult, name: str = MESSAGE) -> Latency | None:
-    """The cell's latency summary for ``name``, or None when nothing was measured."""
-    lat = cell.latency.get(name)
-    return lat if lat is not None and lat.count > 0 else None
-
-
 def ms(us: float | None) -> float | None:
     return None if us is None else us / 1000.0
 
@@ -99,25 +92,6 @@ def missing_cells(manifest: RunManifest | None, cells: Sequence[CellResult]) -> 
 def is_valid(cell: CellResult) -> bool:
     """A cell whose figures describe the server: it ran its window and the generator kept up."""
     return cell.status == "ok" and not generator_limited(cell)
-
-
-def generator_limited(cell: CellResult) -> bool:
-    return cell.generator.saturated or cell.generator_bound is not None
-
-
-def lag_bound_only(cell: CellResult) -> bool:
-    """Marked only because the generator's own loop lag is a large share of message p99: the load was
-    delivered, so its latencies are upper bounds for the server (a held SLO still holds)."""
-    return not cell.generator.saturated and (cell.generator_bound or "").startswith(LAG_BOUND)
-
-
-def generator_note(cell: CellResult) -> str:
-    """Why the cell describes the generator, with the figure that decided it ("" when it does not)."""
-    if cell.generator_bound:
-        return f"generator-bound: {cell.generator_bound}"
-    if cell.generator.saturated:
-        return f"generator-saturated (CPU {cell.generator.cpu_percent_max:.0f}%)"
-    return ""
 
 
 def memory_mib(cell: CellResult) -> tuple[str, float | None]:
@@ -179,21 +153,8 @@ def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
-
-
 def fmt_int(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
-
-
-def fmt_duration_ms(value: float) -> str:
-    """A latency for prose: µs, ms or s, whichever reads best."""
-    if value >= 1000:
-        return f"{value / 1000:.2f} s"
-    if value >= 1:
-        return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
-    return f"{value * 1000:.0f} µs"
 
 
 def users_word(users: int) -> str:

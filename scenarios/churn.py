@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import _swarmbench  # noqa: F401, I001  first: Swarmbench's harness and server, whatever the working directory holds
+
 from locust import task
 
 from harness.user import TcpUser

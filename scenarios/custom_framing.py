@@ -7,9 +7,15 @@ encoded and where a reply ends (and, optionally, whether it is a success); the
 user class names it in ``profile``. Everything else (timing, histograms, open
 loop, TLS, Locust's stats) is the TcpUser's. tests/test_profiles.py runs it
 against a small length-prefixed echo server.
+
+Its first import makes ``harness`` Swarmbench's in any working directory
+(scenarios/_swarmbench.py); a copy kept elsewhere drops it, and ``swarmbench sweep --scenario FILE``
+binds the packages itself.
 """
 
 from __future__ import annotations
+
+import _swarmbench  # noqa: F401, I001  first: Swarmbench's harness and server, whatever the working directory holds
 
 from locust import task
 

@@ -6,6 +6,8 @@ and its "-" awaited before the next piece; every piece is a ``message``.
 
 from __future__ import annotations
 
+import _swarmbench  # noqa: F401, I001  first: Swarmbench's harness and server, whatever the working directory holds
+
 import gevent
 from locust import task
 

@@ -1,6 +1,6 @@
-"""The open loop's dispatcher and the raw message path: real sockets and a real gevent hub.
+"""The open loop's send timer and the raw message path: real sockets and a real gevent hub.
 
-The tests of the dispatcher and the raw path run in a forked child (``forked``), where they import gevent
+The tests of the send timer and the raw path run in a forked child (``forked``), where they import gevent
 and ``harness.user``; the rest run Locust in child processes.
 """
 
@@ -19,13 +19,13 @@ import pytest
 from helpers import assert_counts_match, failure_messages, run_locust, serving
 
 if TYPE_CHECKING:
-    from harness.user.dispatch import Dispatcher
+    from harness.user.send_timer import SendTimer
 
 pytestmark = pytest.mark.slow  # real sockets (socketpairs), though quick
 
 
 class Client:
-    """What the dispatcher touches of a TcpClient, with what it did to it."""
+    """What the send timer touches of a TcpClient, with what it did to it."""
 
     def __init__(self) -> None:
         self.pending = self.sent_at = self.busy = 0
@@ -50,26 +50,26 @@ def pair() -> Any:
 
 
 @pytest.fixture(params=["alarm", "libev"])
-def dispatcher(request: pytest.FixtureRequest) -> Any:
+def send_timer(request: pytest.FixtureRequest) -> Any:
     from harness.user.alarm import make_alarm
-    from harness.user.dispatch import Dispatcher
+    from harness.user.send_timer import SendTimer
 
     alarm = make_alarm() if request.param == "alarm" else None
     if request.param == "alarm" and alarm is None:
         pytest.skip("no timerfd here (Linux only)")
-    made = Dispatcher(alarm)
+    made = SendTimer(alarm)
     yield made
     made.close()
     if alarm is not None:
         alarm.close()
 
 
-def _queue(dispatcher: Dispatcher, client: Client, due: int, send: Any, data: bytes) -> None:
-    client.pending = dispatcher.send_at(due, client, send, data)
+def _queue(send_timer: SendTimer, client: Client, due: int, send: Any, data: bytes) -> None:
+    client.pending = send_timer.send_at(due, client, send, data)
 
 
 @pytest.mark.forked
-def test_sends_leave_when_due_in_order_never_early(dispatcher: Dispatcher, pair: Any) -> None:
+def test_sends_leave_when_due_in_order_never_early(send_timer: SendTimer, pair: Any) -> None:
     """Queued out of order, sent earliest first, each at or after its instant, stamped on its client."""
     from harness.user.raw_socket import raw_socket
 
@@ -79,7 +79,7 @@ def test_sends_leave_when_due_in_order_never_early(dispatcher: Dispatcher, pair:
     offsets_ms = [9, 3, 6, 4, 12, 2]
     clients = [Client() for _ in offsets_ms]
     for client, ms in zip(clients, offsets_ms):
-        _queue(dispatcher, client, start + ms * 1_000_000, send, b"%d," % ms)
+        _queue(send_timer, client, start + ms * 1_000_000, send, b"%d," % ms)
     got = b""
     while got.count(b",") < len(offsets_ms):
         got += b.recv(100)
@@ -87,11 +87,11 @@ def test_sends_leave_when_due_in_order_never_early(dispatcher: Dispatcher, pair:
     for client, ms in zip(clients, offsets_ms):
         assert client.sent_at >= start + ms * 1_000_000, (ms, client.sent_at - start)
         assert client.busy == client.sent_at and client.pending == 0
-    assert dispatcher.heap == [] and dispatcher.at == 0
+    assert send_timer.heap == [] and send_timer.at == 0
 
 
 @pytest.mark.forked
-def test_a_client_that_left_gets_nothing_sent(dispatcher: Dispatcher, pair: Any) -> None:
+def test_a_client_that_left_gets_nothing_sent(send_timer: SendTimer, pair: Any) -> None:
     import gevent
 
     from harness.user.raw_socket import raw_socket
@@ -100,8 +100,8 @@ def test_a_client_that_left_gets_nothing_sent(dispatcher: Dispatcher, pair: Any)
     send = raw_socket(a).send  # type: ignore[union-attr]
     due = perf_counter_ns() + 5_000_000
     gone, stays = Client(), Client()
-    _queue(dispatcher, gone, due, send, b"gone")
-    _queue(dispatcher, stays, due + 1_000_000, send, b"stays")
+    _queue(send_timer, gone, due, send, b"gone")
+    _queue(send_timer, stays, due + 1_000_000, send, b"stays")
     gone.pending = 0  # what TcpClient does when its greenlet is killed or its socket closed
     assert b.recv(100) == b"stays"
     gevent.sleep(0.01)
@@ -112,20 +112,20 @@ def test_a_client_that_left_gets_nothing_sent(dispatcher: Dispatcher, pair: Any)
 
 
 @pytest.mark.forked
-def test_a_send_that_fails_is_handed_to_its_client(dispatcher: Dispatcher, pair: Any) -> None:
+def test_a_send_that_fails_is_handed_to_its_client(send_timer: SendTimer, pair: Any) -> None:
     from harness.user.raw_socket import raw_socket
 
     a, b = pair
     send = raw_socket(a).send  # type: ignore[union-attr]
     a.shutdown(stdlib_socket.SHUT_WR)  # its sends now raise EPIPE
     client = Client()
-    _queue(dispatcher, client, perf_counter_ns() + 2_000_000, send, b"x")
+    _queue(send_timer, client, perf_counter_ns() + 2_000_000, send, b"x")
     assert _wait(lambda: client.errors)
     assert isinstance(client.errors[0], BrokenPipeError) and client.rests == []
 
 
 @pytest.mark.forked
-def test_a_full_buffer_hands_the_rest_to_its_client(dispatcher: Dispatcher, pair: Any) -> None:
+def test_a_full_buffer_hands_the_rest_to_its_client(send_timer: SendTimer, pair: Any) -> None:
     from harness.user.raw_socket import raw_socket
 
     a, _ = pair
@@ -140,30 +140,30 @@ def test_a_full_buffer_hands_the_rest_to_its_client(dispatcher: Dispatcher, pair
         pass
     assert filled > 0
     client = Client()
-    _queue(dispatcher, client, perf_counter_ns() + 1_000_000, raw.send, b"message")
+    _queue(send_timer, client, perf_counter_ns() + 1_000_000, raw.send, b"message")
     assert _wait(lambda: client.rests)
     assert client.rests == [b"message"] and client.errors == []
 
 
 @pytest.mark.forked
-def test_close_drops_what_is_pending(dispatcher: Dispatcher, pair: Any) -> None:
+def test_close_drops_what_is_pending(send_timer: SendTimer, pair: Any) -> None:
     import gevent
 
     from harness.user.raw_socket import raw_socket
 
     a, b = pair
     client = Client()
-    _queue(dispatcher, client, perf_counter_ns() + 5_000_000, raw_socket(a).send, b"late")  # type: ignore[union-attr]
-    dispatcher.close()
+    _queue(send_timer, client, perf_counter_ns() + 5_000_000, raw_socket(a).send, b"late")  # type: ignore[union-attr]
+    send_timer.close()
     gevent.sleep(0.02)
     b.setblocking(False)
     with pytest.raises(BlockingIOError):
         b.recv(100)
-    assert client.sent_at == 0 and dispatcher.heap == []
+    assert client.sent_at == 0 and send_timer.heap == []
 
 
 def _wait(condition: Any, timeout: float = 10.0) -> bool:
-    """Run the hub until ``condition()`` (the dispatcher runs in it), for at most ``timeout`` seconds."""
+    """Run the hub until ``condition()`` (the send timer runs in it), for at most ``timeout`` seconds."""
     import gevent
 
     with gevent.Timeout(timeout, False):
@@ -285,7 +285,7 @@ class Queued(TcpUser):
     def once(self) -> None:
         self.connect()
         pacer = Pacer(1.0)
-        pacer.next_ns = perf_counter_ns() + {due_ms} * 1_000_000  # not due yet: the dispatcher holds it
+        pacer.next_ns = perf_counter_ns() + {due_ms} * 1_000_000  # not due yet: the send timer holds it
         {then}
         self.client.messages(1, b"x" * {size}, pacer)
         raise StopUser()
@@ -300,7 +300,7 @@ class _Silent(socketserver.BaseRequestHandler):
 
 
 def test_a_queued_send_that_fails_is_the_sessions_failure(tmp_path: Path) -> None:
-    """The client's own write side is shut before the message is due: the dispatcher's send raises
+    """The client's own write side is shut before the message is due: the send timer's send raises
     EPIPE, and the user waiting for the reply reports that error, not the shutdown's end of file."""
     locustfile = tmp_path / "queued.py"
     locustfile.write_text(QUEUED_THEN.format(due_ms=300, size=5, then=(
@@ -312,7 +312,7 @@ def test_a_queued_send_that_fails_is_the_sessions_failure(tmp_path: Path) -> Non
     assert result.locust["message"]["min_response_time"] >= 0
 
 
-BIG = 32 << 20  # more than a loopback socket's buffers take at once: the dispatcher's send is partial
+BIG = 32 << 20  # more than a loopback socket's buffers take at once: the send timer's send is partial
 
 
 class _WholeThenReply(socketserver.BaseRequestHandler):
@@ -334,7 +334,7 @@ class _WholeThenReply(socketserver.BaseRequestHandler):
 
 
 def test_the_rest_of_a_big_queued_message_follows_it(tmp_path: Path) -> None:
-    """The dispatcher sends what the socket takes of 32 MB; the client's sender sends the rest, so
+    """The send timer sends what the socket takes of 32 MB; the client's sender sends the rest, so
     the server sees the whole message and answers it, and the session quits cleanly."""
     locustfile = tmp_path / "queued.py"
     locustfile.write_text(QUEUED_THEN.format(due_ms=50, size=BIG, then="pass"))

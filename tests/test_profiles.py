@@ -18,6 +18,10 @@ from helpers import (ROOT, RUN_TIMEOUT, ThreadingServer, assert_counts_match, fa
 from harness.failures import ServerError, UnexpectedReply
 from harness.profiles import PROFILES, ChatProfile, LineProfile, RedisProfile, resp_end
 
+#: Locust writes its failures CSV once a second and not at exit (2.47), and a loaded machine's -t can end
+#: a run soon after its users spawn: runs read through that CSV last long enough for a write after failures.
+CSV_SECONDS = 4
+
 # -- bytes alone ------------------------------------------------------------------------------------
 
 
@@ -200,7 +204,7 @@ def test_redis_error_reply_is_counted_as_server_error(redis_server: tuple[str, i
     host, _pid = redis_server
     assert _redis(host, RedisProfile().encode("SET notanumber abc")) == b"+OK\r\n"
     result = run_locust("chat.py", tmp_path, host, "--protocol", "redis", "--message", "INCR notanumber",
-                        "--messages-per-session", "5", "--csv", str(tmp_path / "stats"), users=2, seconds=2)  # fmt: skip
+                        "--messages-per-session", "5", "--csv", str(tmp_path / "stats"), users=2, seconds=CSV_SECONDS)  # fmt: skip
     assert result.code == 1, result.output
     errors = result.hdr.failures["message"]
     assert set(errors) == {"ServerError"} and errors["ServerError"] > 20
@@ -226,7 +230,7 @@ def test_a_reply_that_does_not_parse_is_an_unexpected_reply(tmp_path: Path) -> N
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         result = run_locust("chat.py", tmp_path, f"127.0.0.1:{server.server_address[1]}", "--protocol", "redis",
-                            "--csv", str(tmp_path / "stats"), users=1, seconds=2)  # fmt: skip
+                            "--csv", str(tmp_path / "stats"), users=1, seconds=CSV_SECONDS)  # fmt: skip
     finally:
         server.shutdown()
         server.server_close()
@@ -341,7 +345,7 @@ def test_tls(start: Any, tls_files: dict[str, Path], tmp_path: Path, chain: str 
         server, port = _tls_server(tls_files[chain])
     try:
         result = run_locust("chat.py", tmp_path, f"{host}:{port}", "--tls", "--tls-ca", str(tls_files[ca]),
-                            "--connect-timeout", "0.5", "--csv", str(tmp_path / "stats"), users=2, seconds=2)  # fmt: skip
+                            "--connect-timeout", "0.5", "--csv", str(tmp_path / "stats"), users=2, seconds=CSV_SECONDS)  # fmt: skip
     finally:
         if server is not None:
             server.shutdown()

@@ -5,12 +5,14 @@ The recorder imports neither Locust nor gevent, but its package does (``harness.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from harness.results.cells import GeneratorStats
 from harness.results.histogram_file import HIGHEST_US, LoadSettings, summarize
+from harness.results.worker_report import check_recording
 
 if TYPE_CHECKING:
     from harness.user.recorder import Recorder
@@ -73,7 +75,7 @@ def test_worker_reports_merge_second_by_second_into_the_masters_totals() -> None
         worker.buffer("message").extend([5000] * (n + 1))
         worker.flush(102)
         assert worker.totals == {} and worker.intervals == {}  # nothing kept: it is all in the outbox
-        master.merge_report(worker.take_report())
+        master.merge_report(check_recording(worker.take_report(), 0.0, 1000.0))  # what a master merges: checked
         assert worker.take_report() == {"intervals": {}, "failures": {}, "out_of_range": {}}
     assert master.per_second["message"] == {100: 20, 101: 3}
     assert master.count("message") == 23
@@ -93,5 +95,5 @@ def test_take_report_ships_the_open_second_too() -> None:
     report = worker.take_report()
     assert sum(len(row) for row in report["intervals"].values()) == 1 and not worker.buffer("message")
     master = Recorder()
-    master.merge_report(report)
+    master.merge_report(check_recording(report, 0.0, time.time()))
     assert master.count("message") == 1000

@@ -77,6 +77,7 @@ def locust_stats(prefix: Path) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in json.loads(prefix.with_suffix(".json").read_text())}
 
 
+@pytest.mark.alone  # 2,000 connections, and memory per connection measured as a difference
 def test_2000_connections_asyncio(start: Any, spawn: Any, tmp_path: Path) -> None:
     server: RunningServer = start("asyncio", backlog=BACKLOG)
     hdr, stats, log = tmp_path / "hdr.json", tmp_path / "locust", tmp_path / "locust.log"

@@ -177,6 +177,7 @@ def unanswered(result: Any) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # 1,000 connections and exact counts of who was answered within a 5 s deadline
 def test_two_workers_lose_no_unanswered_user(start: Any, tmp_path: Path) -> None:
     """Pool (32 threads) at 500 users: --processes 2 counts the users left waiting as one process does.
 

@@ -149,7 +149,7 @@ def test_a_server_killed_mid_sweep_is_recorded_and_the_next_variant_runs(tmp_pat
             return [p for p in me.children(recursive=True) if is_server(cmdline(p), "threaded")]
 
         def locust_running() -> bool:
-            return any("locust" in cmdline(p) for p in me.children(recursive=True))
+            return any("harness.locust_main" in cmdline(p) for p in me.children(recursive=True))
 
         log = out / "raw" / "cell-threaded-u00002.locust.log"
         assert wait_for(lambda: bool(threaded_server()) and locust_running() and log.exists() and " message " in log.read_text(), 60)
@@ -288,7 +288,7 @@ def test_two_sweeps_with_local_workers_run_at_once_on_loopback_masters(tmp_path:
     for name in ("a", "b"):
         _, (cell,) = load_run(tmp_path / name)
         assert cell.status == "ok" and cell.messages > 0, cell.error
-        (locust,) = [c for c in cell.commands if "locust" in c]
+        (locust,) = [c for c in cell.commands if "--headless" in c]  # the Locust command (harness.locust_main)
         assert locust[locust.index("--master-bind-host") + 1] == "127.0.0.1"
         port = locust[locust.index("--master-bind-port") + 1]
         assert locust[locust.index("--master-port") + 1] == port

@@ -228,8 +228,9 @@ def test_loop_lag_sees_a_held_hub(tmp_path: Path) -> None:
     result = run_locust(str(locustfile), tmp_path, f"127.0.0.1:{free_port()}", users=1, seconds=2)
     assert result.code == 0, result.output
     lag = result.hdr.names["loop_lag"]
-    assert lag.count > 100
-    assert lag.max_us >= 40_000, lag  # a probe due during a 50 ms stall wakes at its end
+    # the probe ran all along (how often depends on how busy the machine is: a count, not a rate) ...
+    assert lag.count > 10, lag
+    assert lag.max_us >= 40_000, lag  # ... and a probe due during a 50 ms stall woke at its end
     assert lag.p50_us < lag.max_us
 
 

@@ -4,7 +4,10 @@
 - :mod:`harness.results.run`: the run manifest and the loader of a results folder;
 - :mod:`harness.results.histogram_file`: what one Locust run recorded (``--hdr-file``);
 - :mod:`harness.results.format`: the version, header check and percentile table they share;
-- :mod:`harness.results.store`: the one atomic, durable writer every file goes through.
+- :mod:`harness.results.store`: the one atomic, durable writer every file goes through;
+- :mod:`harness.results.capacity`: a capacity search's ``capacity.json``;
+- :mod:`harness.results.reading`: how a cell is read (its headline latency, unanswered users,
+  generator marks) and the units it is told in, shared by ``harness.verdict`` and ``reports/``.
 
 ``reports/`` reads only this package.
 """

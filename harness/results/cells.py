@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.results import fields as F
 from harness.results.format import CELL_KIND, check_header, header
-from harness.results.store import write_new
+from harness.results.store import write_loadable
 
 #: Cell outcomes. "ok": ran its full window; "failed": the cell could not run
 #: or the generator failed; "server-died": the server was gone at the end;
@@ -312,7 +312,7 @@ class CellResult:
                     for k, v in F.obj(data.get("kernel", {}), "kernel").items()},
             generator=GeneratorStats.from_dict(data.get("generator", {})),
             timeline=tuple(TimePoint.from_dict(p, f"timeline[{i}]") for i, p in enumerate(_list(data.get("timeline", ()), "timeline"))),
-            commands=tuple(F.texts(c, f"commands[{i}]") for i, c in enumerate(commands)),
+            commands=tuple(F.arguments(c, f"commands[{i}]") for i, c in enumerate(commands)),
             files={F.safe_name(k, "files"): F.relative_path(v, f"files.{k}") for k, v in files.items()},
             error=F.optional_text(data.get("error"), "error"),
             run_id=F.safe_name(data.get("run_id", ""), "run_id", empty=True),
@@ -341,5 +341,10 @@ def _list(value: Any, name: str) -> list[Any] | tuple[Any, ...]:
     return value
 
 
-def write_cell(directory: Path, cell: CellResult) -> Path:
-    return write_new(directory / f"{cell.file_stem}.json", cell.to_dict())
+def write_cell(directory: Path, cell: CellResult, stem: str | None = None) -> Path:
+    """A new cell file (never overwritten), written only if it loads back; ``stem``: a name other than
+    ``cell.file_stem`` (a capacity trial's, with its load), which must start ``cell-`` for the loader to find it."""
+    stem = stem or cell.file_stem
+    if not stem.startswith("cell-"):
+        raise ValueError(f"a cell file's name starts with 'cell-': {stem!r}")
+    return write_loadable(directory / f"{stem}.json", cell.to_dict(), CellResult.from_dict, exclusive=True)

@@ -20,6 +20,10 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: Larger integers than any counter can hold are malformed (and slow to print).
 MAX_INT = 2**63
 MAX_TEXT = 100_000
+#: One command-line argument (a manifest's ``argv``, a cell's ``commands``): the longest Linux passes
+#: (MAX_ARG_STRLEN, 128 KiB with 4 KiB pages, less its NUL), in bytes, so in characters too. The sweep
+#: refuses a longer one before any cell (harness.arguments.arguments_fit): every argument it records loads.
+MAX_ARGUMENT = 131_071
 MISSING: Any = object()
 
 
@@ -79,9 +83,11 @@ def flag(value: Any, name: str) -> bool:
     return value
 
 
-def text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
+def text(value: Any, name: str, *, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
         fail(name, f"expected a string, got {_show(value)}")
+    if len(value) > limit:
+        fail(name, f"a string of {len(value):,} characters, longer than {limit:,}")
     return value
 
 
@@ -108,10 +114,15 @@ def relative_path(value: Any, name: str) -> str:
     return value
 
 
-def texts(value: Any, name: str) -> tuple[str, ...]:
+def texts(value: Any, name: str, *, limit: int = MAX_TEXT) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         fail(name, f"expected a list, got {_show(value)}")
-    return tuple(text(v, f"{name}[{i}]") for i, v in enumerate(value))
+    return tuple(text(v, f"{name}[{i}]", limit=limit) for i, v in enumerate(value))
+
+
+def arguments(value: Any, name: str) -> tuple[str, ...]:
+    """A command line: a list of arguments, each up to :data:`MAX_ARGUMENT` characters."""
+    return texts(value, name, limit=MAX_ARGUMENT)
 
 
 def counts(value: Any, name: str, *, low: int = 0) -> dict[str, int]:

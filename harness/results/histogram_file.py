@@ -93,6 +93,20 @@ def summarize(hist: HdrHistogram, out_of_range: int | None = None) -> dict[str, 
     return summary
 
 
+class _Sink(list[bytes]):
+    """A bytes file for hdrh's ``output_percentile_distribution`` (it writes str or bytes)."""
+
+    def write(self, text: str | bytes) -> None:
+        self.append(text.encode() if isinstance(text, str) else text)
+
+
+def hgrm_text(hist: HdrHistogram) -> bytes:
+    """HdrHistogram's percentile distribution of ``hist`` (values in ms, as its plotter expects): a ``.hgrm`` file."""
+    sink = _Sink()
+    hist.output_percentile_distribution(sink, 1000)
+    return b"".join(sink)
+
+
 def hgrm_path(path: Path, name: str) -> Path:
     """``results/run.json`` -> ``results/run.message.hgrm``, always beside ``path``.
 
@@ -147,7 +161,7 @@ class HistogramFile:
     names: Mapping[str, Latency] = field(default_factory=dict)  # whole run, per request name
     failures: Failures = field(default_factory=dict)  # whole run
     intervals: tuple[Interval, ...] = ()
-    # the phases (harness.user.steady); None in files written before them (schema 1)
+    # the phases (harness.user.phases); None in files written before them (schema 1)
     established_at: float | None = None  # every user had its first reply (time.time())
     measure_from: float | None = None  # the window's start: establishment (or its deadline) + settle
     users_established: int | None = None

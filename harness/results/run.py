@@ -11,7 +11,7 @@ from typing import Any
 from harness.results import fields as F
 from harness.results.cells import CellResult, _list
 from harness.results.format import RUN_KIND, ResultError, check_header, header
-from harness.results.store import write_json
+from harness.results.store import write_loadable
 
 MANIFEST_NAME = "run.json"
 #: Run outcomes: "failed" means a result file could not be written (disk full, read-only).
@@ -47,7 +47,7 @@ class RunManifest:
         return cls(
             run_id=F.safe_name(F.get(data, "run_id", ""), "run_id"),
             started_at=F.number(F.get(data, "started_at", ""), "started_at"),
-            argv=F.texts(data.get("argv", ()), "argv"),
+            argv=F.arguments(data.get("argv", ()), "argv"),
             options=dict(F.obj(data.get("options", {}), "options")),
             host=dict(F.obj(data.get("host", {}), "host")),
             versions={F.text(k, "versions"): F.text(v, f"versions.{k}") for k, v in F.obj(data.get("versions", {}), "versions").items()},
@@ -59,8 +59,8 @@ class RunManifest:
 
 
 def replace_manifest(directory: Path, manifest: RunManifest) -> Path:
-    """The manifest alone is updated in place (its end time and outcome), atomically."""
-    return write_json(directory / MANIFEST_NAME, manifest.to_dict())
+    """The manifest alone is updated in place (its end time and outcome), atomically, if it loads back."""
+    return write_loadable(directory / MANIFEST_NAME, manifest.to_dict(), RunManifest.from_dict)
 
 
 def read_json(path: Path) -> Any:

@@ -5,7 +5,8 @@ is then linked (``exclusive``: a result is never overwritten) or renamed into
 place; the folder is fsync'd too, so a crash or power loss after the call keeps
 the file. On a file system without hard links an exclusive write falls back to
 ``O_EXCL`` creation. Any failure (disk full, read-only) removes the temporary
-file and raises a one-line :class:`ResultError`.
+file and raises a one-line :class:`ResultError`. A result file is first read back
+by its own loader (:func:`write_loadable`): what is written, the loader reads.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import errno
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,17 @@ def write_json(path: Path, data: Mapping[str, Any], *, exclusive: bool = False) 
 def write_new(path: Path, data: Mapping[str, Any]) -> Path:
     """A result file that must not exist yet (results are never overwritten)."""
     return write_json(path, data, exclusive=True)
+
+
+def write_loadable(path: Path, data: Mapping[str, Any], load: Callable[[Any], object], *, exclusive: bool = False) -> Path:
+    """Write ``data`` as JSON only if ``load``, its loader, reads the very text back; else a one-line ResultError.
+
+    A file its own loader rejects would make the whole folder unreadable (no report) long after
+    the sweep said all was well; refused here, the sweep stops on a write error instead.
+    """
+    text = json.dumps(data, indent=1) + "\n"
+    try:
+        load(json.loads(text))
+    except ResultError as exc:
+        raise ResultError(f"{path} not written: Swarmbench could not read it back ({exc})") from None
+    return write_bytes(path, text.encode(), exclusive=exclusive)

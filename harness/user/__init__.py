@@ -4,12 +4,14 @@
 - :mod:`~harness.user.client`: the timed TCP client and its one per-message loop (the hot path);
 - :mod:`~harness.user.stats`: the one function that reports a result to Locust;
 - :mod:`~harness.user.raw_socket`: the message path's OS socket and wait;
-- :mod:`~harness.user.pacing`: the open loop's schedule; :mod:`~harness.user.dispatch`: its sends, from
+- :mod:`~harness.user.pacing`: the open loop's schedule; :mod:`~harness.user.send_timer`: its sends, from
   the hub; :mod:`~harness.user.alarm`: its wake-ups to within µs; :mod:`~harness.user.watchdog`: reply timeouts;
 - :mod:`~harness.user.source_addresses`: 127.0.0.x pools;
 - :mod:`~harness.user.recorder`: µs histograms per second; :mod:`~harness.user.generator_health`: the
-  generator's CPU and loop lag; :mod:`~harness.user.plugin` and :mod:`~harness.user.options`: Locust's
-  events and command-line options.
+  generator's CPU and loop lag;
+- :mod:`~harness.user.plugin`: Locust's events, one plugin class per role (local, master, worker);
+  :mod:`~harness.user.run`: a test run's state and its file; :mod:`~harness.user.phases`: establish,
+  settle, measure; :mod:`~harness.user.options`: the command-line options.
 
 Scenarios import from here (``from harness.user import TcpUser``), which imports Locust and so
 patches the process with gevent, as ``import locust`` does. The framing (:mod:`harness.profiles`)

@@ -3,11 +3,11 @@
 gevent's default loop (libev, epoll backend) waits in ``epoll_wait``, whose
 timeout is whole milliseconds: libev rounds every wait up to at least 1 ms, so
 ``gevent.sleep(0.0003)`` on an otherwise idle loop wakes up to a millisecond
-late (measured here: p50 0.67 ms, p99 1.5 ms late). A busy loop runs due timers
-at its next I/O event, so the rounding shows in the idle stretches: an open
-loop that sleeps until each send is due charged it to ``send_lag`` (p99 1.2 ms
-at 20k msg/s), and the loop-lag probe reported the timer's resolution as the
-generator's delay.
+late. A busy loop runs due timers at its next I/O event, so the rounding shows
+in the idle stretches: an open loop that sleeps until each send is due charged
+it to ``send_lag``, and the loop-lag probe reported the timer's resolution as
+the generator's delay (``bench/bench_generator.py`` measures both wake-ups; the
+README has the figures).
 
 :class:`Alarm` keeps sleeping on libev timers (in C, and run at every I/O
 event) and only bounds the idle wait: it keeps the pending due instants in a
@@ -35,9 +35,9 @@ import gevent
 #: which sends leave one by one instead of in the batches libev's rounding made. At a low rate
 #: every instant gets its own expiry (the OS's wake-up latency: tens of µs); at a high one, when
 #: the tokens run out, a sleeper on an idle loop waits at most 1/EXPIRIES_PER_S more (on a busy
-#: loop libev runs it at the next I/O event anyway). Measured here (open loop, 100 users, 20k
-#: msg/s, 4 interleaved runs) with a fixed 500 µs gap instead: send_lag p99 0.76 ms against
-#: 1.36 ms for libev alone, generator 64% of a core against 58%; with 200 µs, 0.73 ms and 72%.
+#: loop libev runs it at the next I/O event anyway). A fixed gap between expiries instead would
+#: either charge every sleeper that gap at low rates or, short, cost CPU at high ones; the bucket
+#: keeps the OS's latency while it lasts and bounds the CPU when it runs out.
 EXPIRIES_PER_S = 2000
 #: ... and at most this many in a burst.
 BURST = 4

@@ -1,6 +1,6 @@
 """Generator health: each Locust process's CPU, memory and event-loop lag, so a run can say when it measured itself.
 
-Imported by :mod:`harness.user.plugin`; every process (local, master, each
+Imported by :mod:`harness.user.run`; every process (local, master, each
 worker) keeps one CPU monitor, and workers ship its summary to the master.
 Each process that runs users also keeps a :class:`LoopLagProbe`.
 """

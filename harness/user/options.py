@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.profiles import PROFILES, Profile
+from harness.profiles import MAX_REPLY, PROFILES, Profile, max_reply_bytes
 from harness.user.source_addresses import MAX_ADDRESSES
 from harness.user.tls import settings as tls_settings
 from server.protocol import MAX_MESSAGE
@@ -39,6 +39,7 @@ class ScenarioOptions:
     tls: bool = False
     tls_ca: str = ""
     tls_insecure: bool = False
+    max_reply_bytes: int = MAX_REPLY
 
     @property
     def payload(self) -> bytes:
@@ -48,6 +49,7 @@ class ScenarioOptions:
     def profile(self, cls: type[Profile] | None = None) -> tuple[Profile, bytes]:
         """The profile (``cls``, else ``--protocol``'s) and the bytes of its message; one-line ``ValueError``."""
         profile = (cls or PROFILES[self.protocol])(quit_message=self.quit_message)
+        profile.max_reply = self.max_reply_bytes
         return profile, profile.encode(self.message or profile.default_message(self.payload.decode()))
 
 
@@ -68,6 +70,7 @@ def scenario_options(parsed: Any) -> ScenarioOptions:
         tls=bool(getattr(parsed, "tls", False)),
         tls_ca=str(getattr(parsed, "tls_ca", "") or ""),
         tls_insecure=bool(getattr(parsed, "tls_insecure", False)),
+        max_reply_bytes=max_reply_bytes(getattr(parsed, "max_reply_bytes", MAX_REPLY)),
     )
     if opts.messages_per_session < 1:
         raise ValueError(f"--messages-per-session must be at least 1 (got {opts.messages_per_session})")
@@ -136,5 +139,9 @@ def add_arguments(parser: Any, **_kw: Any) -> None:
         help="CA certificate file (PEM) the server's certificate must chain to (default: the system's CAs)")
     add("--tls-insecure", action="store_true", default=False, include_in_web_ui=True,
         env_var="SWARMBENCH_TLS_INSECURE", help="do NOT verify the server's certificate (warned about)")
+    add("--max-reply-bytes", type=str, default=str(MAX_REPLY), include_in_web_ui=True,
+        env_var="SWARMBENCH_MAX_REPLY_BYTES",
+        help=f"the largest reply accepted, in bytes (default {MAX_REPLY}: 8 MiB); a longer one fails as "
+             "ReplyTooLarge. Each user may hold this much of a reply")
     add("--hdr-file", type=str, default="", include_in_web_ui=True, env_var="SWARMBENCH_HDR_FILE",
         help="write µs histograms here (JSON), with one .hgrm per request name next to it")  # fmt: skip

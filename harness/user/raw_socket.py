@@ -5,8 +5,8 @@ yet (nearly always, right after a send) that raises ``BlockingIOError``, gevent
 waits for the fd to be readable, then calls ``recv`` again: two syscalls and an
 exception per message. The message path waits first and reads once; gevent's
 ``send``/``recv`` stay the fallback (a full send buffer, a spurious wake-up).
-Measured with bare gevent loops (100 connections, loopback, uvloop server):
-8.5-11.4 µs of CPU per message against 11.1-13.9 µs for ``send``/``recv``.
+That saves a syscall and an exception on nearly every message; ``bench/bench_generator.py``
+measures it (its ``gev-raw`` loop against gevent's own), and the README has the figures.
 
 These are gevent internals (``_sock``, ``_wait``, ``_read_event``; gevent 20 to
 26 have them all): :func:`raw_socket` returns None when one is missing, or for

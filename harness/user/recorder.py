@@ -42,11 +42,13 @@ from harness.results.histogram_file import (
     add_failures,
     add_into,
     hgrm_path,
+    hgrm_text,
     merge_encoded,
     new_histogram,
     summarize,
 )
 from harness.results.store import write_bytes
+from harness.results.worker_report import Recording
 
 #: One flush step counts at most this many raw values (``Counter.update``: about 0.2 ms)...
 RAW_STEP = 5000
@@ -188,14 +190,14 @@ class Recorder:
         self.changed = True
 
     # -- distributed: the master's side ------------------------------------------------
-    def merge_report(self, report: dict[str, Any]) -> None:
-        """Add a worker's report (see :meth:`WorkerRecorder.take_report`), second by second."""
-        for t, row in report.get("intervals", {}).items():
-            for name, encoded in row.items():
-                self._add_interval(int(t), name, HdrHistogram.decode(encoded), 0)
-        for t, failures in report.get("failures", {}).items():
-            self._add_failures(int(t), failures)
-        for name, clamped in report.get("out_of_range", {}).items():
+    def merge_report(self, report: Recording) -> None:
+        """Add a worker's report, checked (:func:`~harness.results.worker_report.check_recording`), second by second."""
+        for t, row in report.intervals.items():
+            for name, hist in row.items():
+                self._add_interval(t, name, hist, 0)
+        for t, failures in report.failures.items():
+            self._add_failures(t, failures)
+        for name, clamped in report.out_of_range.items():
             self.out_of_range[name] = self.out_of_range.get(name, 0) + clamped
 
     def count(self, name: str) -> int:
@@ -230,9 +232,7 @@ class Recorder:
         """Write the JSON file and one ``.hgrm`` per name (values in ms, as HdrHistogram's plotter expects)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         for name, hist in self.totals.items():
-            out = _Sink()
-            hist.output_percentile_distribution(out, 1000)
-            write_bytes(hgrm_path(path, name), out.data())
+            write_bytes(hgrm_path(path, name), hgrm_text(hist))
         write_bytes(path, model.to_json(path.stem))
         self.changed = False
 
@@ -260,7 +260,7 @@ class WorkerRecorder(Recorder):
         """Everything recorded and not sent yet (msgpack-safe: string keys).
 
         The worker's rotation flushes its buffers in steps ten times a second
-        (see ``harness.user.plugin``), so what this flush does at once is at
+        (see ``harness.user.run``), so what this flush does at once is at
         most a tenth of a second's values, not a whole second's.
         """
         self.flush()
@@ -272,16 +272,3 @@ class WorkerRecorder(Recorder):
         self.outbox, self.outbox_failures, self.outbox_out_of_range = {}, {}, {}
         self.changed = False
         return report
-
-
-class _Sink:
-    """A bytes file for hdrh's ``output_percentile_distribution`` (it writes str or bytes)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, text: str | bytes) -> None:
-        self.parts.append(text.encode() if isinstance(text, str) else text)
-
-    def data(self) -> bytes:
-        return b"".join(self.parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from time import perf_counter_ns
+from typing import Any
 
 import gevent
 from locust import User
@@ -19,7 +20,8 @@ from harness.target import parse_host
 from harness.user.client import TcpClient
 from harness.user.options import DEFAULT_HOST, ScenarioOptions, scenario_options
 from harness.user.pacing import Pacer
-from harness.user.plugin import STALLED_S, Run, plugin_of
+from harness.user.plugin import plugin_of
+from harness.user.run import STALLED_S, Run
 from harness.profiles import Profile
 from harness.user.stats import StatsReporter
 from harness.user.tls import TlsSettings, settings
@@ -44,7 +46,8 @@ class TcpUser(User):
 
     options: ScenarioOptions
     client: TcpClient
-    run: Run
+    #: this process's current run (not ``run``: that is Locust's ``User.run()``)
+    test_run: Run[Any]
 
     def on_start(self) -> None:
         self.client = None  # type: ignore[assignment]
@@ -67,10 +70,10 @@ class TcpUser(User):
             LOG.error("%s", exc)
             raise StopUser() from None
         plugin = plugin_of(self.environment)
-        self.run = plugin.current_run()
+        self.test_run = test_run = plugin.current_run()
         users = plugin.total_users()
         self.client = TcpClient(
-            self.run, StatsReporter(self.environment.events.request, self.environment.stats, self.run.recorder),
+            test_run, StatsReporter(self.environment.events.request, self.environment.stats, test_run.recorder),
             family, address, profile=profile, tls=tls,
             connect_timeout=self.connect_timeout if self.connect_timeout is not None else options.connect_timeout,
             reply_timeout=self.reply_timeout, quit_timeout=self.quit_timeout,
@@ -97,11 +100,11 @@ class TcpUser(User):
         """``count`` messages (default ``--messages-per-session``), open or closed loop."""
         count = self.options.messages_per_session if count is None else count
         if not self._established and count > 0:
-            # the first reply on its own: the run's window waits for every user's (harness.user.steady)
+            # the first reply on its own: the run's window waits for every user's (harness.user.phases)
             if not self._send(1):
                 return False
             self._established = True
-            self.run.steady.user_established()
+            self.test_run.phases.user_established()
             count -= 1
         return self._send(count) if count > 0 else True
 
@@ -121,8 +124,8 @@ class TcpUser(User):
 
     def leave_abruptly(self) -> None:
         """Close or reset, alternately over all sessions of the run in this process (half and half)."""
-        self.run.leaving += 1
-        if self.run.leaving % 2:
+        self.test_run.leaving += 1
+        if self.test_run.leaving % 2:
             self.client.reset()
         else:
             self.client.close()
@@ -141,7 +144,7 @@ class TcpUser(User):
             client.recorder.buffer("connect_pending").append(waited // 1000)
             self._connecting = 0
         if client is not None and client.connected:
-            if client.busy and not self.run.unanswered_recorded:  # else counted as the run began to stop
+            if client.busy and not self.test_run.unanswered_recorded:  # else counted as the run began to stop
                 waited = perf_counter_ns() - client.busy
                 if waited > STALLED_S * 1e9:
                     client.recorder.buffer("unanswered").append(waited // 1000)

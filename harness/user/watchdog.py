@@ -3,6 +3,12 @@
 The TCP user's message loop runs its socket without a timeout (gevent would arm
 a timer for every wait); this watchdog asks a client whose reply is late to
 :meth:`~harness.user.client.TcpClient.expire`, and the client reports a ReplyTimeout.
+
+The watchdog runs only when the users' greenlets wait. A server that keeps sending
+(a reply that never ends) never lets ``recv`` wait, and the shutdown of ``expire``
+does not stop its bytes from arriving (Linux still queues them after SHUT_RD), so
+the client's reading loop also checks the reply's deadline itself and yields now
+and then (:meth:`~harness.user.client.TcpClient._read_reply`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One cell's result: Locust's histogram file, the server samples and the kernel counters, joined.
+"""Assembling one cell's result from what its run left: Locust's histogram file, the server samples, the kernel counters.
 
 Reads typed objects only (the :class:`~harness.results.histogram_file.HistogramFile`,
 the sampler's samples, the :class:`~harness.target.Target`) and returns an
@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 from harness.locust_run import LocustJob, LocustOutcome
 from harness.machine import MachineSample, generator_bound, summarize_machine
 from harness.results import CellResult, GeneratorStats, Latency, ResultError, ServerStats, TimePoint
-from harness.results.histogram_file import Failures, HistogramFile, load_histogram_file, summarize
+from harness.results.histogram_file import Failures, HistogramFile, hgrm_text, load_histogram_file, summarize
 from harness.server_sampler import Sample, summarize as summarize_samples
 from harness.target import Target
 
@@ -119,22 +119,7 @@ def spectrum(hist: HdrHistogram | None) -> tuple[tuple[float, float], ...]:
 
 def window_hgrm(data: HistogramFile, t0: int, t1: int) -> dict[str, bytes]:
     """HdrHistogram's percentile text (values in ms) of each name over the window, for ``.hgrm`` files."""
-    out: dict[str, bytes] = {}
-    for name, hist in data.window(t0, t1).items():
-        sink = _Sink()
-        hist.output_percentile_distribution(sink, 1000)
-        out[name] = b"".join(sink.parts)
-    return out
-
-
-class _Sink:
-    """A bytes file for hdrh's ``output_percentile_distribution`` (it writes str or bytes)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, text: str | bytes) -> None:
-        self.parts.append(text.encode() if isinstance(text, str) else text)
+    return {name: hgrm_text(hist) for name, hist in data.window(t0, t1).items()}
 
 
 def cell_status(outcome: LocustOutcome, died: bool, error: str | None) -> str:
@@ -161,6 +146,9 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
         failures = data.window_failures(t0, t1)
         timeline = build_timeline(data, run.samples, start, run.machine)
         curve = spectrum(data.window(t0, t1).get("message")) if t1 > t0 else ()
+        if error is None and not run.outcome.interrupted and not (latency.get("connect") or Latency()).count:
+            tried = ", ".join(f"{kind} {n}" for kind, n in sorted(data.failures.get("connect", {}).items()))
+            error = f"no user ever connected ({tried or 'no connect finished'})"  # the probe's success is not the users'
     window_s = float(t1 - t0) if t1 > t0 else 0.0
     messages = latency["message"].count if "message" in latency else 0
     stats = summarize_samples(list(run.samples), t0, t1) if run.samples else {}

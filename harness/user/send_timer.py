@@ -3,13 +3,14 @@
 An open-loop user that sleeps until its message is due, sends it and then waits
 for the reply waits twice per message: two trips through the hub (a timer, a
 Waiter, two greenlet switches each), so an open-loop message cost about twice a
-closed-loop one and one process ran out of CPU near 40k msg/s. Here the user
-hands the message to the run's :class:`Dispatcher` and goes straight to waiting
-for the reply. The dispatcher keeps every pending send in one heap and one libev
+closed-loop one. Here the user
+hands the message to the run's :class:`SendTimer` and goes straight to waiting
+for the reply. The timer keeps every pending send in one heap and one libev
 timer for the earliest (its idle wait bounded by the run's
 :class:`~harness.user.alarm.Alarm`, so it fires to within tens of µs); when it
 fires it sends everything due, from the hub, on each socket's non-blocking OS
-socket, and stamps the send time on the client (``sent_at``, ``busy``).
+socket, and stamps the send time on the client (``sent_at``, ``busy``: the
+fields of its :class:`Queued` protocol, which TcpClient meets).
 
 Only for plain TCP sockets: TLS writes may need reads (the user's greenlet does
 those), so a TLS user sleeps until due as before. Never early: an entry is sent
@@ -20,27 +21,38 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
 if TYPE_CHECKING:
     from harness.user.alarm import Alarm
-    from harness.user.client import TcpClient
 
 
-class Dispatcher:
+class Queued(Protocol):
+    """What the send timer touches of a client whose message it holds (as ``Watched`` is the watchdog's)."""
+
+    pending: int  # the ticket of its message waiting to be sent, 0: none (the timer sets 0 as it sends)
+    sent_at: int  # the timer stamps when it sent (perf_counter_ns) here...
+    busy: int  # ... and here: the reply's wait starts (the watchdog reads it)
+
+    def send_failed(self, exc: OSError) -> None: ...
+
+    def send_rest(self, rest: bytes) -> None: ...
+
+
+class SendTimer:
     """One process's pending open-loop sends: a heap of (due, ticket, client, send, data), one timer."""
 
     def __init__(self, alarm: Alarm | None) -> None:
-        self.heap: list[tuple[int, int, TcpClient, Any, bytes]] = []
+        self.heap: list[tuple[int, int, Queued, Any, bytes]] = []
         self.tickets = 0
         self.at = 0  # the instant the timer is set for; 0: no timer
         self.timer: Any = None
         self.alarm = alarm
         self.loop = gevent.get_hub().loop
 
-    def send_at(self, due_ns: int, client: TcpClient, send: Any, data: bytes) -> int:
+    def send_at(self, due_ns: int, client: Queued, send: Any, data: bytes) -> int:
         """Send ``data`` with ``send`` (a non-blocking OS socket's) at ``due_ns``; returns the ticket.
 
         The send happens only while ``client.pending`` is the ticket: a client that
