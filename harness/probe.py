@@ -46,8 +46,12 @@ class TlsSettings:
 def probe(host: str, port: int, tls: TlsSettings | None = None, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Resolve, connect (each address until one accepts) and, with ``tls``, shake hands; ProbeError if not."""
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    if _target.literal_family(host) is not None:
-        addresses = [(_target.literal_family(host), (host, port))]
+    try:
+        literal = _target.literal_address(host, port)  # a zone (fe80::1%eth0) as its scope id
+    except ValueError as exc:
+        raise ProbeError(f"target {where}: {exc}") from None
+    if literal is not None:
+        addresses = [literal]
     else:
         try:
             addresses = _target.resolve(host, port)
@@ -64,7 +68,7 @@ def probe(host: str, port: int, tls: TlsSettings | None = None, timeout: float =
             continue
         try:
             if tls is not None:
-                handshake(sock, host, where, tls, timeout)
+                handshake(sock, host.partition("%")[0], where, tls, timeout)  # a zone names no certificate
             return
         finally:
             sock.close()

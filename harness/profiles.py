@@ -3,8 +3,10 @@
 Like ``server/protocol.py``, a profile never touches a socket, so it is tested
 with bytes alone. The client's one message loop
 (:meth:`harness.user.client.TcpClient.messages`) sends ``encode(message)`` and
-reads until :meth:`Profile.reply_end` finds a whole reply, then asks
-:meth:`Profile.check` whether it is a success. When a profile knows the one
+reads until :meth:`Profile.reply_end` finds a whole reply (one longer than a read
+goes to :meth:`Profile.reader`, which resumes where the last read stopped; every
+reply is limited to ``--max-reply-bytes``: both in :mod:`harness.readers`), then asks :meth:`Profile.check`
+whether it is a success. When a profile knows the one
 reply a correct server always sends (:meth:`Profile.known_reply`: chat's ``-``,
 Redis's ``+PONG`` to ``PING``), the loop only compares one ``recv`` with it and
 parses nothing unless they differ.
@@ -32,15 +34,22 @@ This module imports neither Locust nor gevent: the command line offers ``sorted(
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import ClassVar
 
-from harness.failures import ServerError, TcpFailure
+from harness.failures import SAMPLE_CHARS, ServerError, TcpFailure
+from harness.readers import (MAX_REPLY, MAX_REPLY_LIMIT, RESP_HEAD, LineReader, Reader, ReplyReader, RespReader, TooLarge,
+                             max_reply_bytes, resp_end)
 from server.protocol import MAX_MESSAGE, QUIT, REPLY
 
-#: A reply (or a RESP line) longer than this without its end is not a reply of this profile.
-MAX_REPLY = 1 << 20
+#: Where scenarios and tests import them from: the readers and the reply's limit live in :mod:`harness.readers`.
+__all__ = [
+    "MAX_MESSAGE_BYTES", "MAX_REPLY", "MAX_REPLY_LIMIT", "PROFILES", "ChatProfile", "LineProfile", "LineReader", "Profile",
+    "Reader", "RedisProfile", "ReplyReader", "RespReader", "TooLarge", "max_reply_bytes", "resp_end",
+]  # fmt: skip
+
+#: The most a message may be (line, redis): what the command line can carry, far below any reply limit.
+MAX_MESSAGE_BYTES = 1 << 20
 
 
 class Profile:
@@ -55,6 +64,8 @@ class Profile:
     recv_size: ClassVar[int] = 65536
     quit_bytes: bytes = b""
     closes_after_quit: bool = False
+    #: the longest reply accepted (``--max-reply-bytes``), for ``reply_end`` and the readers to enforce
+    max_reply: int = MAX_REPLY
 
     def __init__(self, quit_message: str = "") -> None:
         self.quit_message = quit_message
@@ -70,6 +81,10 @@ class Profile:
     def reply_end(self, buffer: bytes) -> int:
         """Length of the first complete reply in ``buffer``; 0 while incomplete; ``ValueError`` if it cannot be one."""
         raise NotImplementedError
+
+    def reader(self) -> Reader:
+        """A reader for one reply that did not come whole in one read (see :class:`ReplyReader`)."""
+        return ReplyReader(self)
 
     def check(self, reply: bytes) -> TcpFailure | None:
         """A failure for a whole reply that is not a success (a server's error reply), else None."""
@@ -122,70 +137,20 @@ class LineProfile(Profile):
         if "\n" in message or "\r" in message:
             raise ValueError("--message: a line profile message is one line (no \\n or \\r in it)")
         data = message.encode() + b"\n"
-        if len(data) > MAX_REPLY:
-            raise ValueError(f"--message: at most {MAX_REPLY} bytes")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ValueError(f"--message: at most {MAX_MESSAGE_BYTES} bytes")
         return data
 
     def reply_end(self, buffer: bytes) -> int:
         end = buffer.find(b"\n")
-        if end >= 0:
+        if end >= 0 and end < self.max_reply:
             return end + 1
-        if len(buffer) > MAX_REPLY:
-            raise ValueError(f"no line end in {MAX_REPLY} bytes")
+        if end >= 0 or len(buffer) >= self.max_reply:
+            raise TooLarge(self.max_reply)
         return 0
 
-
-_INTEGER = re.compile(rb"-?[0-9]+")
-_MAX_DEPTH = 64
-
-
-def _resp_int(buffer: bytes, start: int, end: int) -> int:
-    text = buffer[start:end]
-    if not _INTEGER.fullmatch(text):
-        raise ValueError(f"not an integer: {text[:20]!r}")
-    return int(text)
-
-
-def resp_end(buffer: bytes, pos: int = 0, depth: int = 0) -> int:
-    """End (exclusive) of the RESP2 value at ``pos``, -1 while incomplete; ``ValueError`` when malformed."""
-    if pos >= len(buffer):
-        return -1
-    if depth > _MAX_DEPTH:
-        raise ValueError("arrays nested too deep")
-    kind = buffer[pos]
-    line = buffer.find(b"\r\n", pos)
-    if line < 0:
-        if len(buffer) - pos > MAX_REPLY:
-            raise ValueError(f"no line end in {MAX_REPLY} bytes")
-        return -1
-    if kind in b"+-":  # simple string, error
-        return line + 2
-    if kind == 0x3A:  # ':' integer
-        _resp_int(buffer, pos + 1, line)
-        return line + 2
-    if kind == 0x24:  # '$' bulk string
-        size = _resp_int(buffer, pos + 1, line)
-        if size == -1:  # null bulk string
-            return line + 2
-        if not 0 <= size <= 512 * 1024 * 1024:
-            raise ValueError(f"bulk string of {size} bytes")
-        end = line + 2 + size
-        if len(buffer) < end + 2:
-            return -1
-        if buffer[end : end + 2] != b"\r\n":
-            raise ValueError("bulk string without its \\r\\n")
-        return end + 2
-    if kind == 0x2A:  # '*' array
-        count = _resp_int(buffer, pos + 1, line)
-        if count < -1:
-            raise ValueError(f"array of {count} elements")
-        at = line + 2
-        for _ in range(max(count, 0)):
-            at = resp_end(buffer, at, depth + 1)
-            if at < 0:
-                return -1
-        return at
-    raise ValueError(f"unknown RESP type {bytes([kind])!r}")
+    def reader(self) -> Reader:
+        return LineReader(self)
 
 
 class RedisProfile(Profile):
@@ -218,12 +183,31 @@ class RedisProfile(Profile):
         return b"".join(parts)
 
     def reply_end(self, buffer: bytes) -> int:
-        end = resp_end(buffer)
-        return end if end > 0 else 0
+        # a whole simple reply (+OK, -ERR ..., :1, $5 hello) without a reader: what most messages get
+        kind = buffer[:1]
+        if kind == b"+" or kind == b"-":
+            end = buffer.find(b"\r\n") + 2
+            if 1 < end <= self.max_reply:
+                return end
+        elif kind == b"$" or kind == b":":
+            match = RESP_HEAD.match(buffer)
+            if match is not None:
+                digits, end = match.group(2), match.end()
+                if kind == b":":
+                    if end <= self.max_reply:
+                        return end
+                elif digits[0] != 0x2D:  # a null or negative size: the reader's
+                    end += int(digits) + 2
+                    if end <= len(buffer) and end <= self.max_reply and buffer.startswith(b"\r\n", end - 2):
+                        return end
+        return RespReader(self.max_reply).feed(buffer) if buffer else 0
+
+    def reader(self) -> Reader:
+        return RespReader(self.max_reply)
 
     def check(self, reply: bytes) -> TcpFailure | None:
-        if reply[:1] == b"-":
-            return ServerError(reply[1:-2].decode(errors="replace")[:80])
+        if reply[:1] == b"-":  # the failure's text is the error's start (and a bounded sample of them: harness.failures)
+            return ServerError(reply[1 : min(len(reply) - 2, 1 + 4 * SAMPLE_CHARS)].decode(errors="replace"))
         return None
 
     def known_reply(self, data: bytes) -> bytes | None:

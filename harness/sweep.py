@@ -9,7 +9,6 @@ variant, not the sweep; Ctrl-C keeps every finished cell.
 from __future__ import annotations
 
 import secrets
-import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -283,9 +282,9 @@ def server_died(target: Target, samples: list[Sample]) -> bool:
         return not target.server.alive()
     if target.pid is not None:
         return not psutil.pid_exists(target.pid) or bool(samples and not samples[-1].alive)
-    try:
-        socket.create_connection(target.address, timeout=2.0).close()
-    except OSError:
+    try:  # as the probe connects: a zone (fe80::1%eth0) is a scope id the C library would not read itself
+        probe(target.host, target.port, timeout=2.0)
+    except ProbeError:
         return True
     return False
 

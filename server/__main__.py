@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from server.args import Parser, port_number, positive_int, seconds
+from server.args import Parser, bind_host, port_number, positive_int, seconds
 from server.base import CONN_LOG, LOG, BaseServer, BindError, ServerOptions
 from server.tls import make_tls_context
 from server.protocol import DEFAULT_BACKLOG, DEFAULT_HOST, DEFAULT_PORT
@@ -32,7 +32,7 @@ def build_parser(variants: Mapping[str, type[BaseServer]] = VARIANTS, prog: str 
     for name in sorted(variants):
         cls = variants[name]
         p = sub.add_parser(name, help=cls.description, description=cls.__doc__)
-        p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
+        p.add_argument("--host", type=bind_host, default=DEFAULT_HOST, help="address to bind (default %(default)s)")
         p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="0 binds a free port (default %(default)s)")
         p.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG, help="listen() backlog (default %(default)s, the tutorial's)")
         p.add_argument("--log-level", default="INFO", type=str.upper, choices=LEVELS, help="per-connection and per-message lines (default %(default)s; WARNING silences them)")

@@ -8,7 +8,9 @@ server that starts and then fails every client).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
+import re
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -19,6 +21,8 @@ MAX_INT = 2**31 - 1
 MAX_SECONDS = 86400.0
 #: The shortest: poll() and epoll time in whole milliseconds; less would only make a loop spin.
 MIN_SECONDS = 0.001
+#: A last label the C library reads as a number (decimal, octal or hex): the text is an IPv4 address attempt.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 
 
 def _cut(text: str) -> str:
@@ -52,6 +56,22 @@ def port_number(text: str) -> int:
 
 def positive_int(text: str) -> int:
     return _whole(text, 1, MAX_INT, f"must be 1-{MAX_INT}")
+
+
+def bind_host(text: str) -> str:
+    """An address or name to bind; a numeric one must be a whole IPv4 address (``a.b.c.d``) or IPv6.
+
+    The C library reads the legacy forms as another address: ``127.1`` as 127.0.0.1, ``1.2.3`` as
+    1.2.0.3, ``0x7f.1`` in hex. The server would listen somewhere the user did not write.
+    """
+    if ":" in text or not _NUMERIC_LABEL.fullmatch(text.rstrip(".").rpartition(".")[2]):
+        return text  # a name, or IPv6 (which has no legacy forms)
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{_cut(text)!r} is no IPv4 address (four parts a.b.c.d, each 0-255, "
+                                         "no leading zeros)") from None
+    return text
 
 
 def _finite(text: str) -> float:

@@ -110,7 +110,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     hook = item.ihook
     hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for report in _run_in_child(item):
+    reports = _run_in_child(item)
+    # the parent's own stack: the module an earlier test set up here ends if this was its last test
+    # (else the next module's first test finds it still set up: "previous item was not torn down properly")
+    done = pytest.CallInfo.from_call(lambda: item.session._setupstate.teardown_exact(nextitem), "teardown")
+    if done.excinfo is not None:
+        reports.append(hook.pytest_runtest_makereport(item=item, call=done))
+    for report in reports:
         hook.pytest_runtest_logreport(report=report)
     hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True

@@ -31,7 +31,6 @@ def number(text: str) -> float:
     return float(text.replace(",", ""))
 
 
-@pytest.mark.alone  # its figures are CPU per message: a neighbour's load would only add noise
 def test_generator_bench_output_parses_into_figures() -> None:
     """One connection, one 1 s window per client, one open-loop rate: every figure is there and a number."""
     result = run("bench_generator.py", "--connections", "1", "--repeat", "1", "--duration", "1",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness import arguments, cli, probe, profiles, target
+from harness import arguments, cli, probe, readers, target
 from harness.failures import SAMPLE_CHARS, SAMPLES_PER_CLASS, ReplyTooLarge, ServerError, UnexpectedReply, bounded
 from harness.profiles import MAX_REPLY, LineProfile, Profile, RedisProfile, RespReader, TooLarge, max_reply_bytes
 
@@ -98,7 +98,7 @@ class CountingBuffer(bytearray):
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> type[CountingBuffer]:
     """Count the RESP reader's work: its buffer's searches and slices, and each line its pattern matches."""
-    pattern = profiles._HEAD
+    pattern = readers.RESP_HEAD
 
     class Head:
         def match(self, buffer: Any, pos: int = 0) -> Any:
@@ -106,7 +106,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> type[CountingBuffer]:
             CountingBuffer.looked += (found.end() if found else min(len(buffer), pos + 80)) - pos
             return found
 
-    monkeypatch.setattr(profiles, "_HEAD", Head())
+    monkeypatch.setattr(readers, "RESP_HEAD", Head())
     CountingBuffer.looked = 0
     return CountingBuffer
 

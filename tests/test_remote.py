@@ -84,6 +84,37 @@ def test_malformed_hosts_are_refused(host: str) -> None:
         target.split_host(host)
 
 
+def test_a_scoped_ipv6_literal_is_decoded_and_its_zone_becomes_the_scope_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 6874 writes the zone's ``%`` as ``%25`` (issue 22): ``[::1%25lo]`` is ::1 on the loopback interface.
+
+    The C library reads ``%lo`` in a link-local address only: the zone goes as the sockaddr's scope id.
+    """
+    resolve, asked = fake_resolver(None)
+    monkeypatch.setattr(target, "resolve", resolve)
+    lo = socket.if_nametoindex("lo")
+    assert target.split_host("[::1%25lo]:8000") == ("::1%lo", 8000)
+    assert target.split_host("tcp://[fe80::1%25Eth0]:80") == ("fe80::1%Eth0", 80)  # an interface name keeps its case
+    assert target.parse_host("[::1%25lo]:8000") == (socket.AF_INET6, ("::1", 8000, 0, lo))
+    assert target.parse_host("[::1%251]:8000") == (socket.AF_INET6, ("::1", 8000, 0, 1))  # an index
+    assert target.Target("::1%lo", 8000).url == "tcp://[::1%25lo]:8000"  # what the Locust runs are given
+    assert target.split_host(target.Target("::1%lo", 8000).url) == ("::1%lo", 8000)
+    assert asked == []
+    with pytest.raises(ValueError, match="no network interface 'nosuch0'"):
+        target.parse_host("[::1%25nosuch0]:8000")
+
+
+@pytest.mark.parametrize("host", ["[::1%25]:80", "[::1%25a%2Fb]:80", "[127.0.0.1%25lo]:80"])
+def test_malformed_zones_are_refused(host: str) -> None:
+    with pytest.raises(ValueError, match="malformed host"):
+        target.split_host(host)
+
+
+@pytest.mark.parametrize("host", ["::1:8000", "tcp://::1:8000", "::1", "fe80::1%lo:80"])
+def test_an_unbracketed_ipv6_address_is_told_to_go_in_brackets(host: str) -> None:
+    with pytest.raises(ValueError, match=r"IPv6 addresses go in brackets: \[::1\]:PORT$"):
+        target.split_host(host)
+
+
 # -- bad targets and options: one line, exit 2, before any cell --------------------------
 
 
@@ -112,6 +143,11 @@ def test_sweep_refuses_a_name_that_does_not_resolve(monkeypatch: pytest.MonkeyPa
 def test_bad_protocol_and_tls_options_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], needle: str) -> None:
     code, err = run_cli(capsys, "sweep", *args, "--out", str(tmp_path / "r"))
     assert code == 2 and len(err) == 1 and needle in err[0], err
+
+
+def test_sweep_refuses_an_unbracketed_ipv6_target_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = run_cli(capsys, "sweep", "--target", "::1:8000", "--out", str(tmp_path / "r"))
+    assert code == 2 and len(err) == 1 and "IPv6 addresses go in brackets: [::1]:PORT" in err[0], err
 
 
 @pytest.mark.slow
@@ -228,6 +264,16 @@ def test_tls_wrong_host_name_is_one_line(tls_server: tuple[int, Path], monkeypat
         probe("db.test", port, TlsSettings(ca_file))
 
 
+@pytest.mark.forked
+def test_the_users_tls_name_leaves_an_ipv6_zone_out() -> None:
+    """SNI and the certificate check take the address: a zone (``%25eth0``) is this machine's, on no certificate."""
+    from harness.user.tls import server_name  # harness.user imports Locust
+
+    assert server_name("[::1%25lo]:8000") == "::1"
+    assert server_name("tcp://[fe80::1%25eth0]:1") == "fe80::1"
+    assert server_name("localhost:80") == "localhost"
+
+
 # -- real sweeps at localhost and [::1] ------------------------------------------------------
 
 
@@ -264,3 +310,16 @@ def test_ipv6_loopback_as_target_without_pid_says_server_figures_are_not_availab
     header, values = lines[0].split(","), next(line for line in lines if line.startswith("target,")).split(",")
     for column in ("threads_max", "cpu_percent_mean", "memory_mib_max"):
         assert values[header.index(column)] == "", (column, values)  # missing, never 0
+
+
+@pytest.mark.slow
+def test_a_scoped_ipv6_loopback_target_is_probed_and_loaded(start: Callable[..., RunningServer], tmp_path: Path) -> None:
+    """``[::1%25lo]``: the probe, the sweep and its Locust run all connect through the zone's scope id."""
+    server = start("threaded", host="::1")
+    probe("::1%lo", server.port)  # the C library would not resolve "::1%lo" itself
+    out = tmp_path / "run"
+    result = sweep("--target", f"[::1%25lo]:{server.port}", *SHORT, "--out", str(out), "--check", "errors==0")
+    assert result.returncode == 0, result.stderr
+    _, cells = load_run(out)
+    assert cells[0].status == "ok" and cells[0].messages > 0
+    assert any(f"tcp://[::1%25lo]:{server.port}" in cmd for cmd in cells[0].commands[-1])

@@ -356,3 +356,14 @@ def test_200_clients_x_20_messages_and_threads_back_to_idle(start: Callable[...,
     assert not errors, errors[:3]
     assert peak[0] >= idle + 200, f"the reference grows a thread per connection: {peak[0]} threads for 200"
     assert settle(proc, idle, 10**6)[0] <= idle
+
+
+@pytest.mark.parametrize("host", ["127.1", "1.2.3", "0x7f.1", "2130706433", "127.0.0.01"])
+def test_a_legacy_numeric_host_is_refused_in_one_line(host: str) -> None:
+    """The C library binds ``127.1`` as 127.0.0.1, ``1.2.3`` as 1.2.0.3: somewhere the user did not write."""
+    result = subprocess.run([sys.executable, "-m", "server", "threaded", "--host", host, "--port", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=10)  # fmt: skip
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"'{host}' is no IPv4 address" in lines[0], result.stderr
+    assert "Serving on" not in result.stdout

@@ -2,6 +2,7 @@
 
 - :mod:`~harness.user.tcp_user`: the abstract ``TcpUser`` scenarios subclass;
 - :mod:`~harness.user.client`: the timed TCP client and its one per-message loop (the hot path);
+  :mod:`~harness.user.connector`: its connect (the name's next address, the source pool) and TLS handshake;
 - :mod:`~harness.user.stats`: the one function that reports a result to Locust;
 - :mod:`~harness.user.raw_socket`: the message path's OS socket and wait;
 - :mod:`~harness.user.pacing`: the open loop's schedule; :mod:`~harness.user.send_timer`: its sends, from

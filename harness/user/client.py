@@ -19,33 +19,49 @@ timeout (gevent would arm a timer per wait); the run's watchdog expires
 clients whose reply is late. On gevent's plain socket it sends on the OS socket
 and waits for readable before its one ``recv`` (:mod:`harness.user.raw_socket`);
 in the open loop it hands each message that is not yet due to the run's
-dispatcher and waits for the reply at once (:mod:`harness.user.dispatch`).
+send timer and waits for the reply at once (:mod:`harness.user.send_timer`). It
+sees its run through :class:`ClientRun`, as the watchdog sees it through ``Watched``.
 """
 
 from __future__ import annotations
 
-import errno
-import logging
 import socket
 import struct
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 
 from harness.user.alarm import sleeper
-from harness.failures import ClosedByServer, ReplyTimeout, TcpFailure, UnexpectedReply, classify, escaped
+from harness.failures import (ClosedByServer, ReplyTimeout, ReplyTooLarge, TcpFailure, UnexpectedReply, bounded, classify,
+                               escaped)
 from harness.user.pacing import Pacer
-from harness.profiles import MAX_REPLY, ChatProfile, Profile
+from harness.profiles import ChatProfile, Profile, TooLarge
 from harness.user.raw_socket import raw_socket
+from harness.user.connector import Connector
 from harness.user.stats import StatsReporter
-from harness.user.tls import TlsSettings, tls_failure
+from harness.user.tls import TlsSettings
 
 if TYPE_CHECKING:
-    from harness.user.plugin import Run
+    from harness.user.alarm import Alarm
+    from harness.user.recorder import Recorder
+    from harness.user.send_timer import SendTimer
+    from harness.user.source_addresses import SourcePool
+    from harness.user.watchdog import Watchdog
 
-LOG = logging.getLogger("swarmbench")
-REQUEST_TYPE = "tcp"
+#: A reply read without a wait lets the other greenlets run this often (the watchdog, the run's stop).
+YIELD_NS = 1_000_000
+
+
+class ClientRun(Protocol):
+    """What a client uses of its run: where it records, who watches it, how its open loop sends and waits."""
+
+    recorder: Recorder
+    watchdog: Watchdog
+    alarm: Alarm | None  # None: gevent.sleep alone (no timerfd here)
+    send_timer: SendTimer | None  # None: no users run here
+
+    def source_pool(self, target: str, count: int, connections: int) -> SourcePool: ...
 
 
 class TcpClient:
@@ -53,7 +69,7 @@ class TcpClient:
 
     def __init__(
         self,
-        run: Run,
+        run: ClientRun,
         stats: StatsReporter,
         family: socket.AddressFamily,
         address: tuple[str, int],
@@ -68,20 +84,16 @@ class TcpClient:
     ) -> None:
         self.profile = profile if profile is not None else ChatProfile()
         self.tls = tls
-        self.family = family
-        self.address = address
         self.stats = stats
-        self.run = run
         self.watchdog = run.watchdog
         self.sleep_until = sleeper(run.alarm)  # the open loop's under TLS: to within µs (see harness.user.alarm)
-        # the open loop's sends on plain TCP (see harness.user.dispatch): made in the hub when due
-        self.dispatch = run.dispatcher.send_at if run.dispatcher is not None and tls is None else None
-        self.pending = 0  # the dispatcher's ticket of the message waiting to be sent; 0: none
-        self.sent_at = 0  # perf_counter_ns when the dispatcher sent it
-        self.send_error: OSError | None = None  # what the dispatcher's send raised
-        self.sender: gevent.Greenlet | None = None  # sends the rest of a message the dispatcher began
-        self.connect_timeout = connect_timeout
-        self.sources = run.source_pool(address[0], source_addresses, users)
+        # the open loop's sends on plain TCP (see harness.user.send_timer): made in the hub when due
+        self.send_at = run.send_timer.send_at if run.send_timer is not None and tls is None else None
+        # what the send timer reads and stamps (its Queued protocol):
+        self.pending = 0  # the timer's ticket of the message waiting to be sent; 0: none
+        self.sent_at = 0  # perf_counter_ns when the timer sent it
+        self.send_error: OSError | None = None  # what the timer's send raised
+        self.sender: gevent.Greenlet | None = None  # sends the rest of a message the timer began
         self.quit_timeout = quit_timeout
         self.reply_timeout_ns = int(reply_timeout * 1e9)
         self.sock: socket.socket | None = None
@@ -89,80 +101,33 @@ class TcpClient:
         self.expired = False
         self.session_start = 0
         self.recorder = recorder = run.recorder
-        self.rec_connect = recorder.buffer("connect").append
+        self.connector = Connector(stats, recorder, self._failure, family, address,
+                                   run.source_pool(address[0], source_addresses, users), timeout=connect_timeout, tls=tls)
         self.rec_message = recorder.buffer("message").append
         self.rec_session = recorder.buffer("session").append
         self.rec_uncorrected = recorder.buffer("message_uncorrected").append
         self.rec_send_lag = recorder.buffer("send_lag").append
-        self.rec_tls = recorder.buffer("tls_handshake").append if tls is not None else None
 
     @property
     def connected(self) -> bool:
         return self.sock is not None
 
     def _failure(self, name: str, start: int, exc: TcpFailure) -> None:
-        self.stats.failure(name, start, exc)
+        self.stats.failure(name, start, bounded(exc))  # server-chosen texts: a bounded set of rows
         self.recorder.fail(name, exc.__class__.__name__)
 
     def connect(self) -> bool:
-        """One connect attempt; a failure is reported, never raised.
+        """One connect (with ``--tls``, and its handshake) attempt, timed; a failure is reported, never raised.
 
-        Out of ephemeral ports (EADDRNOTAVAIL: nothing was sent) an automatic
-        source pool grows and the connect is retried at once, unreported.
+        Which address and source addresses it uses is :class:`~harness.user.connector.Connector`'s.
         """
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
-        sources = self.sources
-        seen = sources.size
-        start = perf_counter_ns()
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sources.bind(sock)
-            sock.settimeout(self.connect_timeout)
-            sock.connect(self.address)
-            sock.settimeout(None)  # the message path runs without a timer; see Watchdog
-        except OSError as exc:
-            sock.close()
-            before = sources.size
-            if exc.errno == errno.EADDRNOTAVAIL and sources.grow(seen):
-                if sources.size > before:
-                    LOG.warning("Swarmbench: out of ephemeral ports; now %d source addresses", sources.size)
-                return self.connect()
-            self._failure("connect", start, classify(exc, connecting=True))
+        opened = self.connector.open()
+        if opened is None:
             return False
-        except BaseException:
-            sock.close()
-            raise
-        end = perf_counter_ns()
-        self.stats.ok("connect", end - start, 0)
-        self.rec_connect((end - start) // 1000)
-        if self.tls is not None:
-            sock = self._handshake(sock)
-            if sock is None:
-                return False
-        self.sock, self.session_start, self.expired, self.send_error = sock, start, False, None
+        self.sock, self.session_start = opened
+        self.expired, self.send_error = False, None
         self.watchdog.add(self)
         return True
-
-    def _handshake(self, sock: socket.socket) -> socket.socket | None:
-        """TLS over the connected socket, timed as ``tls_handshake``; None (reported) when it fails."""
-        tls = self.tls
-        assert tls is not None and self.rec_tls is not None
-        start = perf_counter_ns()
-        try:
-            sock.settimeout(self.connect_timeout)
-            wrapped = tls.context.wrap_socket(sock, server_hostname=tls.server_name or None)
-            wrapped.settimeout(None)
-        except OSError as exc:  # ssl.SSLError is one
-            sock.close()
-            self._failure("tls_handshake", start, tls_failure(exc))
-            return None
-        except BaseException:
-            sock.close()
-            raise
-        end = perf_counter_ns()
-        self.stats.ok("tls_handshake", end - start, 0)
-        self.rec_tls((end - start) // 1000)
-        return wrapped
 
     def messages(self, count: int, data: bytes, pacer: Pacer | None = None, think: float = 0.0) -> bool:
         """``count`` messages, each waiting for its whole reply; False when the session broke.
@@ -180,10 +145,10 @@ class TcpClient:
         recv, rec_message = sock.recv, self.rec_message
         raw = raw_socket(sock) if self.tls is None else None
         if raw is None:  # TLS, or not gevent's socket: its own methods, and the open loop sleeps until due
-            send, raw_recv, wait, readable, dispatch = sock.send, recv, None, None, None
+            send, raw_recv, wait, readable, send_at = sock.send, recv, None, None, None
         else:
             send, raw_recv, wait, readable = raw
-            dispatch = self.dispatch if pacer is not None else None
+            send_at = self.send_at if pacer is not None else None
         rec_uncorrected, rec_lag = self.rec_uncorrected, self.rec_send_lag
         size, clock, sleep, sleep_until = len(data), perf_counter_ns, gevent.sleep, self.sleep_until
         stats = self.stats
@@ -191,10 +156,10 @@ class TcpClient:
         expected, read_reply = self.profile.known_reply(data), self._read_reply
         recv_size = self.profile.recv_size
         for _ in range(count):
-            queued = False  # handed to the dispatcher, which sends it in the hub when due
+            queued = False  # handed to the send timer, which sends it in the hub when due
             if pacer is None:
                 t0 = intended = clock()
-            elif dispatch is None:
+            elif send_at is None:
                 intended = pacer.next_ns
                 pacer.next_ns = intended + pacer.interval_ns
                 sleep_until(intended)
@@ -204,7 +169,7 @@ class TcpClient:
                 pacer.next_ns = intended + pacer.interval_ns
                 t0 = clock()
                 if t0 < intended:
-                    self.pending = dispatch(intended, self, send, data)
+                    self.pending = send_at(intended, self, send, data)
                     queued = True
             try:
                 if not queued:
@@ -260,7 +225,7 @@ class TcpClient:
         return True
 
     def send_failed(self, exc: OSError) -> None:
-        """The dispatcher's send failed: the waiting ``recv`` wakes (shutdown) and reports ``exc``."""
+        """The send timer's send failed: the waiting ``recv`` wakes (shutdown) and reports ``exc``."""
         self.send_error = exc
         sock = self.sock
         if sock is not None:
@@ -270,7 +235,7 @@ class TcpClient:
                 pass
 
     def send_rest(self, rest: bytes) -> None:
-        """The dispatcher sent part of a message (the socket's buffer was full): a greenlet sends the rest.
+        """The send timer sent part of a message (the socket's buffer was full): a greenlet sends the rest.
 
         The user's greenlet waits for the reply meanwhile; leaving kills the sender first (_detach),
         so that two greenlets never wait to write on one socket.
@@ -289,30 +254,54 @@ class TcpClient:
     def _read_reply(self, data: bytes) -> TcpFailure | None:
         """The rest of a reply the one compare did not match: read until the profile sees a whole one, check it.
 
-        Returns the failure (None: a success). ``recv``'s OSError goes to the caller.
+        Returns the failure (None: a success). ``recv``'s OSError goes to the caller. A reply in one
+        read is parsed once (``reply_end``); a longer one goes to the profile's reader, which resumes
+        where the last read stopped. A server that keeps sending never lets ``recv`` wait, so neither
+        the watchdog nor the run's stop would get a turn: this loop checks the reply's time itself and
+        lets the other greenlets run every ``YIELD_NS`` of reading.
         """
-        profile, buf = self.profile, data
+        profile = self.profile
+        if data:
+            try:
+                end = profile.reply_end(data)
+            except ValueError as exc:
+                return self._unparsed(exc, data)
+            if end:
+                return profile.check(data) if end == len(data) else UnexpectedReply(f"more than one reply: {escaped(data)}")
+        reader, clock = profile.reader(), perf_counter_ns
+        deadline = (self.busy or clock()) + self.reply_timeout_ns
+        turn = clock() + YIELD_NS
         while True:
             if not data:
                 if self.expired:
                     return ReplyTimeout()
                 if self.send_error is not None:
                     return classify(self.send_error)
+                buf = reader.buffer
                 return ClosedByServer(f"the server closed the connection mid-reply after {escaped(buf)}") if buf \
                     else ClosedByServer()
             try:
-                end = profile.reply_end(buf)
+                end = reader.feed(data)
             except ValueError as exc:
-                return UnexpectedReply(f"a reply {profile.name} does not parse ({exc}): {escaped(buf)}")
+                return self._unparsed(exc, reader.buffer)
             if end:
                 break
-            if len(buf) > MAX_REPLY:
-                return UnexpectedReply(f"no whole {profile.name} reply in {len(buf)} bytes: {escaped(buf)}")
+            now = clock()
+            if self.expired or now > deadline:  # the watchdog's shutdown does not stop a server that keeps sending
+                return ReplyTimeout()
+            if now > turn:
+                gevent.sleep(0)
+                turn = clock() + YIELD_NS
             data = self.sock.recv(profile.recv_size)  # type: ignore[union-attr]
-            buf += data
+        buf = bytes(reader.buffer)
         if end != len(buf):
             return UnexpectedReply(f"more than one reply: {escaped(buf)}")
         return profile.check(buf)
+
+    def _unparsed(self, exc: ValueError, buf: bytes | bytearray) -> TcpFailure:
+        if isinstance(exc, TooLarge):
+            return ReplyTooLarge(str(exc))
+        return UnexpectedReply(f"a reply {self.profile.name} does not parse ({exc}): {escaped(buf)}")
 
     def expire(self) -> None:
         """The watchdog's call: the reply is late. The waiting ``recv`` wakes (EBADF) and reports a ReplyTimeout."""
@@ -330,7 +319,7 @@ class TcpClient:
         self.busy = 0
         if self.expired:  # the watchdog's shutdown, whatever errno gevent raised for it
             exc = ReplyTimeout()
-        elif self.send_error is not None:  # the dispatcher's send failed, and its shutdown woke the recv
+        elif self.send_error is not None:  # the send timer's send failed, and its shutdown woke the recv
             exc = classify(self.send_error)
         self._failure("message", start, exc)
         self._failure("session", self.session_start, exc)
@@ -347,8 +336,17 @@ class TcpClient:
             if profile.quit_bytes:
                 sock.sendall(profile.quit_bytes)
             if profile.closes_after_quit:
-                while sock.recv(profile.recv_size):  # drain the quit's reply, or one left by an interrupted message
-                    pass
+                # drain the quit's reply, or one left by an interrupted message: within the quit's time in all,
+                # even from a server that never stops sending (the run's stop waits for this)
+                now = perf_counter_ns()
+                deadline, turn = now + int(self.quit_timeout * 1e9), now + YIELD_NS
+                while sock.recv(profile.recv_size):
+                    now = perf_counter_ns()
+                    if now > deadline:
+                        raise TimeoutError("the server kept sending after the quit")
+                    if now > turn:
+                        gevent.sleep(0)
+                        turn = perf_counter_ns() + YIELD_NS
         except OSError as exc:
             sock.close()
             self._failure("session", self.session_start, classify(exc))

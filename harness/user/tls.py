@@ -45,7 +45,7 @@ def server_name(host: str) -> str:
     text = host.strip()
     if "://" not in text:
         text = "tcp://" + text
-    return urlsplit(text).hostname or ""
+    return (urlsplit(text).hostname or "").partition("%")[0]  # an IPv6 zone (%25eth0) names no certificate
 
 
 def settings(host: str, ca_file: str, insecure: bool) -> TlsSettings:
