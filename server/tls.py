@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import stat
 
 
 def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
@@ -11,6 +13,8 @@ def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None
         return None
     if cert is None or key is None:
         raise ValueError("--tls-cert and --tls-key go together: give both or neither")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        _regular_file(option, path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         # password: an encrypted key fails here instead of prompting on a terminal.
@@ -22,3 +26,14 @@ def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None
             reason = exc.strerror or str(exc)
         raise ValueError(f"--tls-cert {cert} / --tls-key {key}: cannot load: {reason}") from None
     return context
+
+
+def _regular_file(option: str, path: str) -> None:
+    """A FIFO would block the server's start for good, a folder or a device reads as nothing: say which."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ValueError(f"{option} {path}: {kind}, not a PEM file")

@@ -6,6 +6,7 @@ No key is committed: each test gets a fresh CA and a certificate for 127.0.0.1.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import ssl
 import subprocess
@@ -159,7 +160,11 @@ def test_tls_option_errors_are_one_line(ca: trustme.CA, cert_files: tuple[str, s
     cert, key = cert_files
     other_key = tmp_path / "other.key"
     trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other_key))
+    fifo = tmp_path / "cert.fifo"
+    os.mkfifo(fifo)  # opened for reading, it would block the server's start for good
     cases = {
+        "a FIFO, not a PEM file": ["threaded", "--tls-cert", str(fifo), "--tls-key", key],
+        "a folder, not a PEM file": ["asyncio", "--tls-cert", cert, "--tls-key", str(tmp_path)],
         "together": ["threaded", "--tls-cert", cert],
         "No such file": ["asyncio", "--tls-cert", cert, "--tls-key", str(tmp_path / "missing.key")],
         "matching key": ["pool", "--tls-cert", cert, "--tls-key", str(other_key)],
