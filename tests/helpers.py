@@ -365,3 +365,14 @@ def failure_messages(tmp: Path) -> list[str]:
     """The Error column of Locust's failures CSV (``--csv TMP/stats``)."""
     with (tmp / "stats_failures.csv").open() as f:
         return [row["Error"] for row in csv.DictReader(f)]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """``swarmbench ARGV`` run in this process exits 2 with exactly one line on stderr, returned."""
+    from harness.cli import main
+
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import kill_group, wait_for
+from helpers import kill_group, one_error_line, wait_for
 
 from harness.capacity_run import FD_HEADROOM, CapacityAsk, capacity_metrics, trial_stem
 from harness.checks import evaluate, parse_check
-from harness.cli import main
 from harness.host import nofile_reachable
 from harness.results import CellResult, load_run, read_json, write_cell
 from harness.results.capacity import Capacity, CapacityEntry, Trial, load_capacity
@@ -31,14 +30,6 @@ SLOW_SERVER = Path(__file__).resolve().parent / "slow_server.py"
 #: At 10 ms a message the server's latency dominates, and the SLO (100 ms) leaves the rate to decide.
 DELAY_MS = 10
 LIMIT = 1000 // DELAY_MS
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2, argv
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize(

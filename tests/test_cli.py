@@ -6,17 +6,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import one_error_line
 
 from harness.arguments import UsageError, locust_args_ok, make_out_dir, server_args_ok, user_counts, variant_names
 from harness.cli import main
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2, argv
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
