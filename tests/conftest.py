@@ -75,6 +75,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # shared holders from starving it.
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``alone`` tests first: at the start nothing runs yet, so none of them waits for a neighbour to end."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is None)  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def _machine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if not hasattr(request.config, "workerinput"):  # one process: every test is alone already
