@@ -51,7 +51,7 @@ def test_redis_sweep_has_no_errors_and_its_thread_count_stays_flat(redis_server:
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "harness", "sweep", "--target", f"127.0.0.1:{port}", "--pid", str(pid),
-         "--protocol", "redis", "--users", "1,10", "--duration", "3s", "--warmup", "1s", "--quiet",
+         "--protocol", "redis", "--users", "1,10", "--duration", "1s", "--warmup", "0s", "--quiet",
          "--out", str(out), "--check", "errors==0"],
         capture_output=True, text=True, timeout=150,
     )  # fmt: skip

@@ -8,6 +8,7 @@ on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -25,7 +26,7 @@ from harness.probe import ProbeError, TlsSettings, probe
 from harness.results import load_run
 from harness.server_process import RunningServer
 
-SHORT = ["--users", "1", "--duration", "3s", "--warmup", "1s", "--quiet"]
+SHORT = ["--users", "1", "--duration", "1s", "--warmup", "0s", "--quiet"]
 
 
 def fake_resolver(answer: str | None) -> tuple[Callable[[str, int], list], list[tuple[str, int]]]:
@@ -205,6 +206,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     ca.cert_pem.write_to_path(str(ca_file))
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    current: list[socket.socket] = []  # the connection being served, shut down at teardown
 
     def serve() -> None:
         while not stop.is_set():
@@ -212,6 +214,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                 conn, _ = listener.accept()
             except OSError:
                 return
+            current[:] = [conn]
             conn.settimeout(5)
             try:
                 with ctx.wrap_socket(conn, server_side=True) as tls:
@@ -225,8 +228,12 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         yield listener.getsockname()[1], ca_file
     finally:
         stop.set()
-        listener.close()
+        for sock in (listener, *current):  # wakes the thread from accept() or recv() at once
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         thread.join(5)
+        assert not thread.is_alive()
+        listener.close()
 
 
 @pytest.mark.slow

@@ -83,14 +83,14 @@ def test_2000_connections_asyncio(start: Any, spawn: Any, tmp_path: Path) -> Non
     hdr, stats, log = tmp_path / "hdr.json", tmp_path / "locust", tmp_path / "locust.log"
     proc = spawn(
         locust(
-            "--headless", "--host", server.url, "-u", str(USERS), "-r", "1000", "-t", "20s", "--stop-timeout", "3",
+            "--headless", "--host", server.url, "-u", str(USERS), "-r", "1000", "-t", "7s", "--stop-timeout", "3",
             "--think-time", "4", "--messages-per-session", "100", "--source-addresses", "4",
             "--hdr-file", str(hdr), "--json-file", str(stats),
         ),
         log,
     )  # fmt: skip
     counter = ConnectionCounter(server.pid, server.port)
-    most, deadline = 0, time.monotonic() + 60  # a generous bound, not a speed: Locust runs 20 s
+    most, deadline = 0, time.monotonic() + 60  # a generous bound, not a speed: Locust runs 7 s
     while most < USERS and proc.poll() is None and time.monotonic() < deadline:
         most = max(most, counter.count())
         time.sleep(0.05)

@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -184,12 +185,15 @@ def test_two_workers_lose_no_unanswered_user(start: Any, tmp_path: Path) -> None
     Each waiting user is recorded in its ``on_stop``, which may take the quit timeout (2 s):
     a master that quits 0.5 s after telling its workers lost those last reports.
     """
-    server = start("pool", backlog=1024)
+    one, two = start("pool", backlog=1024), start("pool", backlog=1024)  # a server each: the runs go side by side
     args = ("--rate", "1000", "--messages-per-session", "1000", "--establish-timeout", "5", "--swarmbench-window", "2")
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    single = run_locust("chat.py", tmp_path / "one", server.url, *args, users=500, seconds=60)
-    double = run_locust("chat.py", tmp_path / "two", server.url, *args, "--processes", "2", users=500, seconds=60)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(run_locust, "chat.py", tmp_path / "one", one.url, *args, users=500, seconds=60),
+                pool.submit(run_locust, "chat.py", tmp_path / "two", two.url, *args, "--processes", "2", users=500,
+                            seconds=60)]  # fmt: skip
+        single, double = (run.result() for run in runs)
     assert unanswered(single) == 500 - 32, single.output[-2000:]
     assert unanswered(double) == 500 - 32, double.output[-2000:]
     assert double.hdr is not None and double.hdr.workers_missing_final == ()

@@ -20,7 +20,7 @@ from harness.results import load_run
 pytestmark = pytest.mark.slow
 
 SWEEP = [sys.executable, "-m", "harness", "sweep", "--quiet"]
-SHORT = ["--duration", "3s", "--warmup", "1s"]
+SHORT = ["--duration", "1s", "--warmup", "0s"]
 
 
 def swarmbench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
@@ -99,7 +99,7 @@ def test_sweep_two_variants_two_levels_writes_cells_and_a_full_report(tmp_path: 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
 def test_a_stop_signal_keeps_finished_cells_and_the_report_lists_them(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"
-    proc = start_sweep("--variants", "threaded", "--users", "1,2,3", "--duration", "4s", "--warmup", "1s", "--out", str(out))
+    proc = start_sweep("--variants", "threaded", "--users", "1,2,3", "--duration", "2s", "--warmup", "0s", "--out", str(out))
     try:
         assert wait_for(lambda: any(out.glob("cell-*.json")), 60), "no cell finished"
         # into the second cell: its Locust has written its first console lines
@@ -141,7 +141,7 @@ def is_server(cmdline: list[str], variant: str) -> bool:
 
 def test_a_server_killed_mid_sweep_is_recorded_and_the_next_variant_runs(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start_sweep("--variants", "threaded,selectors", "--users", "2,3", "--duration", "3s", "--warmup", "1s", "--out", str(out))
+    proc = start_sweep("--variants", "threaded,selectors", "--users", "2,3", "--duration", "3s", "--warmup", "0s", "--out", str(out))
     try:
         me = psutil.Process(proc.pid)
 
@@ -232,14 +232,14 @@ def test_results_are_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_a_broken_check_and_a_failed_cell_exit_1(tmp_path: Path) -> None:
-    ok = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "2s", "--warmup", "1s",
+    ok = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "1s", "--warmup", "0s",
                     "--out", str(tmp_path / "ok"), "--check", "throughput>=1e12")
     assert ok.returncode == 1, ok.stderr
     assert [line for line in ok.stderr.splitlines() if line.startswith("check ")], ok.stderr
     broken = tmp_path / "broken.py"
     broken.write_text('raise RuntimeError("this scenario is broken on purpose")\n')
-    failed = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "2s", "--warmup",
-                        "1s", "--scenario", str(broken), "--out", str(tmp_path / "failed"))
+    failed = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "1s", "--warmup",
+                        "0s", "--scenario", str(broken), "--out", str(tmp_path / "failed"))
     assert failed.returncode == 1, failed.stderr
     assert "cell asyncio u=1 failed" in failed.stderr and "Traceback" not in failed.stderr
     _, (cell,) = load_run(tmp_path / "failed")
@@ -255,7 +255,7 @@ def make_read_only(folder: Path) -> None:
 
 def test_a_write_error_ends_the_sweep_in_one_line_and_keeps_the_finished_cells(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start_sweep("--variants", "threaded", "--users", "1,2,3", "--duration", "2s", "--warmup", "1s", "--out", str(out))
+    proc = start_sweep("--variants", "threaded", "--users", "1,2,3", "--duration", "1s", "--warmup", "0s", "--out", str(out))
     try:
         assert wait_for(lambda: (out / "cell-threaded-u00001.json").exists(), 60), "no cell finished"
         first = (out / "cell-threaded-u00001.json").read_bytes()
@@ -276,7 +276,7 @@ def test_a_write_error_ends_the_sweep_in_one_line_and_keeps_the_finished_cells(t
 
 
 def test_two_sweeps_with_local_workers_run_at_once_on_loopback_masters(tmp_path: Path) -> None:
-    args = ("--variants", "asyncio", "--users", "2", "--duration", "2s", "--warmup", "1s", "--workers", "1")
+    args = ("--variants", "asyncio", "--users", "2", "--duration", "1s", "--warmup", "0s", "--workers", "1")
     procs = [start_sweep(*args, "--out", str(tmp_path / name)) for name in ("a", "b")]
     try:
         results = [p.communicate(timeout=150) for p in procs]

@@ -315,7 +315,8 @@ def test_prefork_workers_share_the_port(start: Start) -> None:
     parent = psutil.Process(server.pid)
     assert wait_for(lambda: len(parent.children()) == 2, 30.0)
     workers = parent.children()
-    assert _listening_ports(parent) == []  # the parent holds no listener: it would get a share
+    # the parent closes its listener once both are forked (it holds none then: it would get a share)
+    assert wait_for(lambda: _listening_ports(parent) == [], 10.0), _listening_ports(parent)
     for worker in workers:
         assert _listening_ports(worker) == [server.port]  # one SO_REUSEPORT listener each
     clients = [socket.create_connection(server.address, timeout=5) for _ in range(40)]
