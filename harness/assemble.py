@@ -8,7 +8,7 @@ immutable :class:`~harness.results.CellResult`; nothing here runs anything.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -16,7 +16,10 @@ from hdrh.histogram import HdrHistogram
 from harness.locust_run import LocustJob, LocustOutcome
 from harness.machine import MachineSample, generator_bound, summarize_machine
 from harness.results import CellResult, GeneratorStats, Latency, ResultError, ServerStats, TimePoint
-from harness.results.histogram_file import Failures, HistogramFile, hgrm_text, load_histogram_file, summarize
+from harness.results.cells import FIGURES
+from harness.results.reading import ANSWERED
+from harness.results.histogram_file import (CENSORED, FAILED, HIGHEST_US, Failures, HistogramFile, add_into, hgrm_text,
+                                            load_histogram_file, new_histogram, summarize)
 from harness.server_sampler import Sample, summarize as summarize_samples
 from harness.target import Target
 
@@ -25,8 +28,9 @@ RAW = "raw"
 #: Percentiles of the spectrum each cell carries (wrk2 and HdrHistogram plot latency by percentile).
 SPECTRUM = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0)
 #: Names whose figures cover the whole cell, not the window: every connect (the ramp is where
-#: connects happen), connects still pending at the stop, users left unanswered at the stop.
-WHOLE_CELL = ("connect", "connect_pending", "unanswered")
+#: connects happen), connects still pending at the stop, users left unanswered at the stop, and the
+#: census of messages with no reply by the window's end (taken once, as the window ends).
+WHOLE_CELL = ("connect", "connect_pending", "unanswered", CENSORED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +103,54 @@ def measured_window(data: HistogramFile | None, start: float, plan: CellPlan) ->
 
 
 def window_latency(data: HistogramFile, t0: int, t1: int) -> dict[str, Latency]:
-    """Each name's figures over the window, but ``WHOLE_CELL`` names over the whole cell."""
+    """Each name's figures over the window, but ``WHOLE_CELL`` names over the whole cell; ``message``
+    counts every due message (:func:`every_due_message`), ``message_answered`` the replies alone."""
     window = data.window(t0, t1)
     whole = data.window()
     latency = {name: Latency.from_dict(summarize(hist)) for name, hist in window.items() if name not in WHOLE_CELL}
     for name in WHOLE_CELL:
         if name in whole:
             latency[name] = Latency.from_dict(summarize(whole[name]))
+    if "message" in latency:
+        latency[ANSWERED] = latency["message"]
+    censored = [h for h in (window.get(FAILED), whole.get(CENSORED)) if h is not None and h.get_total_count()]
+    if censored:
+        latency["message"] = every_due_message(window.get("message"), censored)
     return latency
+
+
+def every_due_message(answered: HdrHistogram | None, censored: list[HdrHistogram]) -> Latency:
+    """The window's replies with the waits of the messages that had none (lower bounds), as one figure.
+
+    Which figures are bounds: each is computed twice, with the censored values as they are and
+    with them pushed to the top of the range (as if never answered); a figure that moves is only
+    known from below. A few messages in flight when a connection broke leave p99 exact; users
+    left waiting for seconds make it a bound.
+    """
+    low, high = new_histogram(), new_histogram()
+    if answered is not None:
+        add_into(low, answered)
+        add_into(high, answered)
+    count = 0
+    for hist in censored:
+        add_into(low, hist)
+        count += hist.get_total_count()
+    high.record_value(HIGHEST_US, count)
+    at, top = summarize(low), summarize(high)
+    bounds = tuple(key for key in FIGURES if at[key] != top[key])
+    return replace(Latency.from_dict(at), censored=count, bounds=bounds)
+
+
+def every_due_histogram(data: HistogramFile, t0: int, t1: int) -> HdrHistogram | None:
+    """The window's message histogram with the censored values added (for the spectrum)."""
+    window, whole = data.window(t0, t1), data.window()
+    parts = [h for h in (window.get("message"), window.get(FAILED), whole.get(CENSORED)) if h is not None]
+    if not parts:
+        return None
+    hist = new_histogram()
+    for part in parts:
+        add_into(hist, part)
+    return hist
 
 
 def spectrum(hist: HdrHistogram | None) -> tuple[tuple[float, float], ...]:
@@ -145,16 +189,16 @@ def assemble_cell(plan: CellPlan, target: Target, run: CellRun) -> CellResult:
         latency = window_latency(data, t0, t1)
         failures = data.window_failures(t0, t1)
         timeline = build_timeline(data, run.samples, start, run.machine)
-        curve = spectrum(data.window(t0, t1).get("message")) if t1 > t0 else ()
+        curve = spectrum(every_due_histogram(data, t0, t1)) if t1 > t0 else ()
         if error is None and not run.outcome.interrupted and not (latency.get("connect") or Latency()).count:
             tried = ", ".join(f"{kind} {n}" for kind, n in sorted(data.failures.get("connect", {}).items()))
             error = f"no user ever connected ({tried or 'no connect finished'})"  # the probe's success is not the users'
     window_s = float(t1 - t0) if t1 > t0 else 0.0
-    messages = latency["message"].count if "message" in latency else 0
+    messages = latency[ANSWERED].count if ANSWERED in latency else 0  # replies: what throughput counts
     stats = summarize_samples(list(run.samples), t0, t1) if run.samples else {}
     machine = summarize_machine(run.machine, t0, t1) if t1 > t0 else None
     generator = data.generator if data is not None else GeneratorStats()
-    bound = generator_bound(machine, latency.get("loop_lag"), latency.get("message"), generator.cpu_percent_max)
+    bound = generator_bound(machine, latency.get("loop_lag"), latency.get(ANSWERED), generator.cpu_percent_max)
     server = target.server
     exit_code = server.process.returncode if server is not None and run.died else None
     job = run.job

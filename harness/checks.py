@@ -40,6 +40,10 @@ LATENCY_STATS = {label: key for key, label, _ in PERCENTILES} | {
 }
 
 
+#: Beside a latency metric in a row: the figure is only a lower bound (harness.results.cells.Latency.bounds).
+BOUND = ".lower_bound"
+
+
 class CheckError(ValueError):
     """A check expression that cannot be read; the message is one line."""
 
@@ -94,6 +98,8 @@ def cell_metrics(cell: CellResult) -> dict[str, float | None]:
         for short, key in LATENCY_STATS.items():
             value = getattr(lat, key)
             metrics[f"{name}.{short}"] = None if value is None else float(value)
+            if lat.lower_bound(key):
+                metrics[f"{name}.{short}{BOUND}"] = 1.0
         metrics[f"{name}.count"] = float(lat.count)
     for key in ("threads_mean", "threads_max", "cpu_percent_mean", "cpu_percent_max", "rss_bytes_max", "pss_bytes_max",
                 "fds_max", "connections_max"):
@@ -114,8 +120,13 @@ def evaluate(checks: Iterable[Check], rows: Iterable[tuple[str, Mapping[str, flo
             if actual is None and check.metric in metrics:
                 broken.append(f"check {check.text}: {label}: {check.metric} was not measured (no data)")
             elif actual is None:
-                known = ", ".join(sorted(k for k in metrics if "." not in k or k.startswith("message.")))
+                known = ", ".join(sorted(k for k in metrics if ("." not in k or k.startswith("message."))
+                                         and not k.endswith(BOUND)))
                 broken.append(f"check {check.text}: {label}: no metric {check.metric!r} (some known: {known})")
+            elif metrics.get(check.metric + BOUND) and not (check.op in (">", ">=") and check.holds(actual)):
+                # only "at least": a bound shows "above" checks, never "below" or "equal" ones
+                broken.append(f"check {check.text}: {label}: {check.metric} ≥ {format_value(check.metric, actual)} "
+                              "(a lower bound: messages had no reply)")
             elif not check.holds(actual):
                 broken.append(f"check {check.text}: {label}: {check.metric} = {format_value(check.metric, actual)}")
     return broken

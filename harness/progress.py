@@ -19,7 +19,8 @@ from harness.sweep import SweepConfig, SweepProgress
 
 def cell_line(cell: CellResult) -> str:
     msg = cell.latency.get("message")
-    p99 = f"p99 {msg.p99_us / 1000:.3f} ms" if msg and msg.count else "p99 -"
+    p99 = (f"p99 {'≥ ' if msg.lower_bound('p99_us') else ''}{msg.p99_us / 1000:.3f} ms" if msg and msg.count
+           and msg.p99_us is not None else "p99 -")
     bound = cell.generator_bound or ("a Locust process saturated" if cell.generator.saturated else None)
     mark = f" [generator-bound: {bound}]" if bound else ""
     error = f" ({cell.error})" if cell.error else ""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.results import CellResult, RunManifest
-from harness.results.reading import UNANSWERED, unanswered
+from harness.results.reading import ANSWERED, UNANSWERED, unanswered
 from reports.summary import CONNECT, fmt_duration_ms, fmt_rate, generator_limited, generator_note, is_valid
 from reports.summary import kernel_counter, lag_bound_only, latency, missing_cells, users_word, variant_order
 
@@ -66,17 +66,20 @@ def miss_reason(cell: CellResult, slo_ms: float) -> str | None:
     lat = latency(cell)
     if lat is None:
         return "no message completed"
-    if lat.p99_us >= slo_ms * 1000.0:
-        return f"p99 {fmt_duration_ms(lat.p99_us / 1000)}"
+    if lat.p99_us >= slo_ms * 1000.0:  # every due message counts (a bound is over the SLO all the more)
+        return f"p99 {'≥ ' if lat.lower_bound('p99_us') else ''}{fmt_duration_ms(lat.p99_us / 1000)}"
+    answered = latency(cell, ANSWERED) or lat
     # Messages only (a broken message also fails its session), over the whole cell: a server that
     # leaves users waiting shows it as they time out, often while the run stops, after the window.
     failed = sum((cell.failures_total or cell.failures).get("message", {}).values())
-    if failed > (failed + lat.count) * MAX_FAILURE_SHARE:
-        return f"{failed:,} messages failed, though p99 of the answered was {fmt_duration_ms(lat.p99_us / 1000)}"
+    if failed > (failed + answered.count) * MAX_FAILURE_SHARE:
+        return f"{failed:,} messages failed, though p99 of the answered was {fmt_duration_ms(answered.p99_us / 1000)}"
     waiting = unanswered(cell)
     if waiting > cell.users * MAX_FAILURE_SHARE:
         return (f"{waiting:,} of {cell.users:,} users left unanswered, though p99 of the answered was "
-                f"{fmt_duration_ms(lat.p99_us / 1000)}")
+                f"{fmt_duration_ms(answered.p99_us / 1000)}")
+    if lat.lower_bound("p99_us"):
+        return f"p99 ≥ {fmt_duration_ms(lat.p99_us / 1000)}: it rests on messages that had no reply"
     never = cell.users_not_established or 0
     if never > cell.users * MAX_FAILURE_SHARE:
         return f"{never:,} of {cell.users:,} users never had a reply"

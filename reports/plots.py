@@ -95,20 +95,24 @@ def _finite(value: float | None, log: bool) -> bool:
 
 
 def draw_variants(ax: Axes, groups: dict[str, list[CellResult]], colours: dict[str, str], get: Getter, *,
-                  log: bool, label: bool = True, **style: object) -> bool:
-    """A line per variant through its ok cells; open marker: generator-saturated; X: server died/failed."""
+                  log: bool, label: bool = True, bound: Callable[[CellResult], bool] | None = None,
+                  **style: object) -> bool:
+    """A line per variant through its ok cells; open circle: generator-saturated; open triangle: the value
+    is only a lower bound (``bound``); X: server died/failed."""
     drawn = False
     for variant, cells in groups.items():
         colour = colours[variant]
-        ok = [(c.users, get(c), c.generator.saturated) for c in cells if c.status == "ok"]
-        ok = [(u, y, s) for u, y, s in ok if _finite(y, log)]
+        ok = [(c.users, get(c), c.generator.saturated, bound is not None and bound(c)) for c in cells
+              if c.status == "ok"]  # fmt: skip
+        ok = [(u, y, s, b) for u, y, s, b in ok if _finite(y, log)]
         if ok:
-            ax.plot([u for u, _, _ in ok], [y for _, y, _ in ok], color=colour, marker="o", markersize=5,
+            ax.plot([u for u, *_ in ok], [y for _, y, *_ in ok], color=colour, marker="o", markersize=5,
                     label=variant if label else None, **style)  # type: ignore[arg-type]
-            sat = [(u, y) for u, y, s in ok if s]
-            if sat:
-                ax.plot([u for u, _ in sat], [y for _, y in sat], ls="", marker="o", markersize=9,
-                        markerfacecolor="white", markeredgecolor=colour, markeredgewidth=2, zorder=3)
+            for flag, marker in ((2, "o"), (3, "^")):
+                marked = [(row[0], row[1]) for row in ok if row[flag]]
+                if marked:
+                    ax.plot([u for u, _ in marked], [y for _, y in marked], ls="", marker=marker, markersize=9,
+                            markerfacecolor="white", markeredgecolor=colour, markeredgewidth=2, zorder=3)
             drawn = True
         bad = [(c.users, get(c)) for c in cells if c.status != "ok"]
         bad = [(u, y) for u, y in bad if _finite(y, log)]
@@ -126,6 +130,10 @@ def marker_legend(ax: Axes, cells: Sequence[CellResult], **kwargs: object) -> No
         handles.append(Line2D([], [], ls="", marker="o", markersize=9, markerfacecolor="white",
                               markeredgecolor="#555", markeredgewidth=2))
         labels.append("generator-saturated")
+    if any((lat := latency(c)) is not None and lat.bounds for c in cells):
+        handles.append(Line2D([], [], ls="", marker="^", markersize=9, markerfacecolor="white",
+                              markeredgecolor="#555", markeredgewidth=2))
+        labels.append("≥: a lower bound (messages had no reply)")
     if any(c.status != "ok" for c in cells):
         handles.append(Line2D([], [], ls="", marker="X", markersize=9, color="#999", markeredgecolor="black"))
         labels.append("server died / failed")
@@ -151,6 +159,13 @@ def _lat(name: str, key: str) -> Getter:
     return get
 
 
+def _bound(name: str, key: str) -> Callable[[CellResult], bool]:
+    def bound(cell: CellResult) -> bool:
+        lat = latency(cell, name)
+        return lat is not None and lat.lower_bound(key)
+    return bound
+
+
 def _server(get: Getter) -> Getter:
     return lambda c: get(c) if c.server.samples > 0 else None
 
@@ -166,7 +181,7 @@ def latency_plot(groups: dict[str, list[CellResult]], colours: dict[str, str], l
     fig.suptitle("Message latency against concurrency (log axes)", fontweight="bold")
     for ax, (key, label) in zip(axes.flat, (("p50_us", "p50"), ("p95_us", "p95"), ("p99_us", "p99"),
                                             ("p999_us", "p99.9"))):
-        drawn = draw_variants(ax, groups, colours, _lat("message", key), log=True)
+        drawn = draw_variants(ax, groups, colours, _lat("message", key), log=True, bound=_bound("message", key))
         log_y(ax, drawn)
         users_axis(ax, levels)
         ax.set_title(label)

@@ -47,6 +47,9 @@ class Row:
     listen_overflows: int | None = None
     saturated: bool = False
     note: str = ""
+    #: the latency fields above (``"p99_ms"``...) known only as lower bounds: they rest on messages that
+    #: had no reply (harness.results.cells.Latency.bounds), shown "≥ x"
+    bounds: tuple[str, ...] = ()
 
 
 def load_cells(results_dir: Path) -> tuple[RunManifest | None, list[CellResult]]:
@@ -134,6 +137,7 @@ def row_for(cell: CellResult) -> Row:
         listen_overflows=kernel_counter(cell, "ListenOverflows"),
         saturated=generator_limited(cell),
         note="; ".join(notes),
+        bounds=tuple(f"{key[:-3]}_ms" for key in lat.bounds) if lat else (),
     )
 
 
@@ -148,9 +152,9 @@ def summary_rows(manifest: RunManifest | None, cells: Sequence[CellResult]) -> l
 
 # -- formatting ---------------------------------------------------------------------------
 
-def fmt_ms(value: float | None) -> str:
-    """Milliseconds with microsecond precision, as memtier_benchmark prints them."""
-    return "-" if value is None else f"{value:.3f}"
+def fmt_ms(value: float | None, bound: bool = False) -> str:
+    """Milliseconds with microsecond precision, as memtier_benchmark prints them; "≥ " when only a lower bound."""
+    return "-" if value is None else f"{'≥ ' if bound else ''}{value:.3f}"
 
 
 def fmt_int(value: int | None) -> str:
@@ -164,7 +168,7 @@ def users_word(users: int) -> str:
 CSV_FIELDS = (
     "variant", "users", "status", "ops_per_s", "asked_per_s", "window_s", "not_established", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms",
     "connect_p99_ms", "errors", "threads_max", "cpu_percent_mean", "memory_mib_max", "memory_measure",
-    "listen_overflows", "generator_saturated", "note",
+    "listen_overflows", "generator_saturated", "note", "lower_bounds",
 )
 
 
@@ -194,7 +198,7 @@ def rows_to_csv(rows: Sequence[Row]) -> str:
             _num(r.not_established), _num(r.mean_ms, 3), _num(r.p50_ms, 3),
             _num(r.p95_ms, 3), _num(r.p99_ms, 3), _num(r.p999_ms, 3), _num(r.connect_p99_ms, 3),
             _num(r.failures), _num(r.threads_max), _num(r.cpu_percent, 1), _num(r.rss_mib, 1), csv_text(r.memory),
-            _num(r.listen_overflows), "yes" if r.saturated else "no", csv_text(r.note),
+            _num(r.listen_overflows), "yes" if r.saturated else "no", csv_text(r.note), " ".join(r.bounds),
         ])
     return buf.getvalue()
 
@@ -209,7 +213,8 @@ def row_cells(r: Row) -> tuple[str, ...]:
         r.variant, fmt_int(r.users), fmt_rate(r.throughput) if r.status != MISSING else "-",
         fmt_rate(r.rate) if r.rate else ("closed" if r.status != MISSING else "-"),
         "-" if r.window_s is None else f"{r.window_s:g}",
-        fmt_ms(r.mean_ms), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms), fmt_ms(r.p999_ms), fmt_ms(r.connect_p99_ms),
+        *(fmt_ms(getattr(r, key), key in r.bounds) for key in ("mean_ms", "p50_ms", "p99_ms", "p999_ms")),
+        fmt_ms(r.connect_p99_ms),
         fmt_int(r.failures), fmt_int(r.not_established), fmt_int(r.threads_max),
         "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
         "-" if r.rss_mib is None else f"{r.rss_mib:.1f} {r.memory}",

@@ -75,6 +75,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # shared holders from starving it.
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: a run with -p no:xdist does not know it
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: three workers per two cores. Most tests wait on timers (a window, a time-out, a slow
     server), not on a core: with one worker per core a third of the run's CPU time went unused. The tests

@@ -65,9 +65,12 @@ def test_the_generator_figures_join_every_process_and_judge_saturation_in_the_st
 
 
 class Stalled:
-    """A client whose message is in flight (its ``busy``), as the watchdog keeps it."""
+    """A client whose message is in flight (its ``busy``), as the watchdog keeps it (closed loop)."""
 
     busy = 0
+    pending = 0
+    pacer = None
+    connected = True
 
 
 def test_the_file_carries_what_the_phases_found(tmp_path: Path) -> None:
@@ -97,6 +100,8 @@ def test_the_file_carries_what_the_phases_found(tmp_path: Path) -> None:
     assert data.establish_timeout == found.establish_timeout and data.workers_missing_final == ()
     assert data.names["message"].count == 2
     assert data.names["unanswered"].count == 1 and data.names["unanswered"].max_us >= 2_000_000
+    # the census, taken as the run began to stop (no window here): its message, as the time it had waited
+    assert data.names["message_censored"].count == 1 and data.names["message_censored"].min_us >= 2_000_000
     assert data.options.users == 2
 
 

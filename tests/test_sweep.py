@@ -276,7 +276,7 @@ def test_a_write_error_ends_the_sweep_in_one_line_and_keeps_the_finished_cells(t
 
 
 def test_two_sweeps_with_local_workers_run_at_once_on_loopback_masters(tmp_path: Path) -> None:
-    args = ("--variants", "asyncio", "--users", "2", "--duration", "1s", "--warmup", "0s", "--workers", "1")
+    args = ("--variants", "asyncio", "--users", "2", "--duration", "2s", "--warmup", "1s", "--workers", "1")
     procs = [start_sweep(*args, "--out", str(tmp_path / name)) for name in ("a", "b")]
     try:
         results = [p.communicate(timeout=150) for p in procs]

@@ -217,7 +217,7 @@ def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tu
         for proc in procs:
             proc.rlimit(psutil.RLIMIT_NOFILE, limits[proc.pid])
         outcomes = [_reply_or_closed(sock) for sock in waiting]  # served once descriptors are back
-        assert set(outcomes) <= allowed, outcomes
+        assert set(outcomes) <= allowed, (outcomes, server.log_text()[-3000:])
     finally:
         for proc in procs:
             if proc.is_running():

@@ -41,6 +41,12 @@ class Latency:
     p999_us: float | None = None
     p9999_us: float | None = None
     out_of_range: int = 0
+    #: of ``count``, values that are lower bounds: messages with no reply (stuck at the window's end,
+    #: or failed), each counted as the time it had waited (harness.census)
+    censored: int = 0
+    #: the figures (``"p99_us"``...) known only as lower bounds: they would be higher were the
+    #: censored values larger (see harness.assemble.every_due_message)
+    bounds: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "latency") -> Latency:
@@ -51,16 +57,46 @@ class Latency:
             if f.name in data:
                 value = data[f.name]
                 where = f"{name}.{f.name}"
-                values[f.name] = F.integer(value, where) if f.name in ("count", "out_of_range") else F.optional_number(value, where, low=0)
+                values[f.name] = F.integer(value, where) if f.name in INTEGERS else F.optional_number(value, where, low=0)
+        values["bounds"] = tuple(key for key in FIGURES if _flag(data, f"{key[:-3]}_lower_bound", name))
         latency = cls(**values)
         if latency.count > 0:
-            for key in ("min_us", "max_us", "mean_us", "p50_us", "p90_us", "p95_us", "p99_us", "p999_us", "p9999_us"):
+            for key in FIGURES:
                 if getattr(latency, key) is None:
                     F.fail(f"{name}.{key}", f"missing, though count is {latency.count}")
+        if latency.censored > latency.count:
+            F.fail(f"{name}.censored", f"{latency.censored} is more than the count ({latency.count})")
+        if latency.bounds and not latency.censored:
+            F.fail(f"{name}.{latency.bounds[0][:-3]}_lower_bound", "a bound, though nothing is censored")
         return latency
 
+    @property
+    def answered(self) -> int:
+        """The values that are real latencies (replies), not lower bounds."""
+        return self.count - self.censored
+
+    def lower_bound(self, key: str) -> bool:
+        """Whether the figure ``key`` (``"p99_us"``, ``"max_us"``...) is only known as a lower bound."""
+        return key in self.bounds
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["bounds"]
+        if self.censored:
+            data.update({f"{key[:-3]}_lower_bound": key in self.bounds for key in FIGURES})
+        return data
+
+
+def _flag(data: Mapping[str, Any], key: str, name: str) -> bool:
+    value = data.get(key, False)
+    if type(value) is not bool:
+        F.fail(f"{name}.{key}", f"not true or false: {str(value)[:40]!r}")
+    return value
+
+
+#: A latency summary's integer fields, and its figures in µs (the ones a censored value can make a bound).
+INTEGERS = ("count", "out_of_range", "censored")
+FIGURES = ("min_us", "max_us", "mean_us", "p50_us", "p90_us", "p95_us", "p99_us", "p999_us", "p9999_us")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +309,7 @@ class CellResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["latency"] = {name: lat.to_dict() for name, lat in self.latency.items()}  # bounds as flags
         return {**header(CELL_KIND), **data}
 
     @classmethod

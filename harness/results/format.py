@@ -17,9 +17,14 @@ from typing import Any
 #       `connect_all`; v1's window-only `connect` is dropped on reading); server and kernel
 #       figures that were not measured are null (v1 wrote 0); histogram files carry the phases.
 #       Version-1 files are read with every new field None.
-SCHEMA_VERSION = 2
+#   3 - every due message counts: a cell's `message` adds, to the replies of its window, each message
+#       with no reply by the window's end as the time it had waited (`censored` of `count`,
+#       `censored_min_us`, and `<figure>_lower_bound` flags where a figure is only a bound);
+#       `message_answered` is the replies alone (v2's `message`), `message_censored` the census.
+#       Histogram files carry `message_censored`. Version-2 files are read with nothing censored.
+SCHEMA_VERSION = 3
 #: Versions this Swarmbench reads.
-READABLE_VERSIONS = frozenset({1, 2})
+READABLE_VERSIONS = frozenset({1, 2, 3})
 
 CELL_KIND = "swarmbench.cell"
 RUN_KIND = "swarmbench.run"

@@ -33,6 +33,10 @@ from harness.results.format import HISTOGRAM_KIND, PERCENTILES, ResultError, che
 
 LOWEST_US = 1
 HIGHEST_US = 60_000_000
+#: The census of messages with no reply by the window's end (harness.census), once a run...
+CENSORED = "message_censored"
+#: ... and the messages that failed with no reply, each as its wait until it failed, as they fail.
+FAILED = "message_failed"
 SIGNIFICANT_FIGURES = 3
 
 Failures = dict[str, dict[str, int]]

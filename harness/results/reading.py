@@ -12,12 +12,13 @@ from __future__ import annotations
 from harness.results.cells import LAG_BOUND, CellResult, Latency
 
 __all__ = [
-    "CONNECT", "MESSAGE", "UNANSWERED", "fmt_duration_ms", "fmt_rate", "generator_limited", "generator_note",
+    "ANSWERED", "CONNECT", "MESSAGE", "UNANSWERED", "fmt_duration_ms", "fmt_rate", "generator_limited", "generator_note",
     "lag_bound_only", "latency", "unanswered",
 ]  # fmt: skip
 
 #: The request name whose latency is the headline (scenarios/chat.py).
-MESSAGE = "message"
+MESSAGE = "message"  # every due message: the replies, and the waits of those that had none (lower bounds)
+ANSWERED = "message_answered"  # the replies alone
 CONNECT = "connect"
 #: Users still waiting for a reply when the run stopped (a whole-cell name, harness.assemble.WHOLE_CELL).
 UNANSWERED = "unanswered"

@@ -35,6 +35,7 @@ import gevent
 from harness.user.alarm import sleeper
 from harness.failures import (ClosedByServer, ReplyTimeout, ReplyTooLarge, TcpFailure, UnexpectedReply, bounded, classify,
                                escaped)
+from harness.results.histogram_file import FAILED
 from harness.user.pacing import Pacer
 from harness.profiles import ChatProfile, Profile, TooLarge
 from harness.user.raw_socket import raw_socket
@@ -98,6 +99,7 @@ class TcpClient:
         self.reply_timeout_ns = int(reply_timeout * 1e9)
         self.sock: socket.socket | None = None
         self.busy = 0  # perf_counter_ns of the message in flight (the watchdog reads it)
+        self.pacer: Pacer | None = None  # the open loop's schedule of the last messages() (the census reads it)
         self.expired = False
         self.session_start = 0
         self.recorder = recorder = run.recorder
@@ -107,6 +109,7 @@ class TcpClient:
         self.rec_session = recorder.buffer("session").append
         self.rec_uncorrected = recorder.buffer("message_uncorrected").append
         self.rec_send_lag = recorder.buffer("send_lag").append
+        self.rec_failed = recorder.buffer(FAILED).append  # a message with no reply: its wait until it failed
 
     @property
     def connected(self) -> bool:
@@ -142,6 +145,7 @@ class TcpClient:
         sock = self.sock
         if sock is None:
             return False
+        self.pacer = pacer
         recv, rec_message = sock.recv, self.rec_message
         raw = raw_socket(sock) if self.tls is None else None
         if raw is None:  # TLS, or not gevent's socket: its own methods, and the open loop sleeps until due
@@ -321,6 +325,7 @@ class TcpClient:
             exc = ReplyTimeout()
         elif self.send_error is not None:  # the send timer's send failed, and its shutdown woke the recv
             exc = classify(self.send_error)
+        self.rec_failed(max(0, perf_counter_ns() - start) // 1000)
         self._failure("message", start, exc)
         self._failure("session", self.session_start, exc)
         self.close()

@@ -156,6 +156,16 @@ class Phases:
         if self.established_at is None and self.total() >= self.users > 0:
             self.established_at = time.time()
 
+    def window_end(self) -> float | None:
+        """The planned end of the window (wall clock), once known."""
+        return self.stop_at - STOP_MARGIN if self.stop_at is not None else None
+
+    def window_start(self, end: float) -> float:
+        """Where the window that ends at ``end`` began: the planned window, else the measure's start."""
+        if self.plan.window > 0:
+            return end - self.plan.window
+        return self.measure_from if self.measure_from is not None else self.started_at
+
     def snapshot(self) -> None:
         """As the run begins to stop, before stopping users drains a server's queue (answering some)."""
         if self.at_stop is None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,6 +131,16 @@ class Recorder:
         if buf is None:
             buf = self.buffers[name] = []
         return buf
+
+    def record_counts(self, name: str, pairs: Iterable[tuple[int, int]]) -> None:
+        """(µs, count) pairs into the current second at once: once a run (the census), not per message."""
+        hist, clamped = new_histogram(), 0
+        for value, count in pairs:
+            if value > HIGHEST_US:
+                clamped += count
+                value = HIGHEST_US
+            hist.record_value(max(0, value), count)
+        self._add_interval(self.second, name, hist, clamped)
 
     def fail(self, name: str, kind: str) -> None:
         row = self.pending_failures.get(name)

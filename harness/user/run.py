@@ -20,12 +20,14 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any, Generic, TypeVar
 
 import gevent
 
 from harness.machine import SATURATED_PERCENT  # the generator-health thresholds live together
 from harness.results.cells import GeneratorStats
+from harness.census import CENSORED, censored_waits
 from harness.results.histogram_file import LoadSettings
 from harness.user.alarm import make_alarm, sleeper
 from harness.user.generator_health import CpuMonitor, LoopLagProbe
@@ -41,7 +43,8 @@ P = TypeVar("P", bound=Phases)
 
 #: Between two steps of the once-a-second flush: long enough to be a timer (the loop polls sockets).
 FLUSH_PAUSE = 0.0001
-#: A message in flight longer than this when the run stops counts as unanswered.
+#: A message in flight longer than this when the run stops counts as unanswered, and its user as stuck
+#: at the window's end (its due messages then enter the window's figures: harness.census).
 STALLED_S = 1.0
 
 
@@ -76,6 +79,7 @@ class Run(Generic[P]):
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
         self.unanswered_recorded = False
+        self.censused = False
         runner = getattr(environment, "runner", None)
         self.phases: P = phases(phase_options(environment.parsed_options), runner, users, self.started_at,
                              self.mark_stopping)
@@ -109,7 +113,11 @@ class Run(Generic[P]):
                     gevent.sleep(FLUSH_PAUSE)
                 continue
             gevent.sleep(next_second - now)
-            for _ in self.recorder.flush_steps(int(time.time())):
+            second = int(time.time())
+            end = self.phases.window_end()
+            if end is not None and second >= end:  # in the same turn as the cut of the window's last second
+                self.census(end)
+            for _ in self.recorder.flush_steps(second):
                 gevent.sleep(FLUSH_PAUSE)
 
     def spawned(self, user_count: int) -> None:
@@ -119,9 +127,25 @@ class Run(Generic[P]):
             self.users = max(self.users, int(user_count or 0))
             self.phases.expect(self.users)
 
+    def census(self, end: float) -> None:
+        """Once: this process's messages due by ``end`` (wall clock) with no reply yet (see harness.census)."""
+        if self.censused or not self.runs_users:
+            return
+        self.censused = True
+        now, now_ns = time.time(), perf_counter_ns()
+        end = min(end, now)
+        start = self.phases.window_start(end)
+
+        def ns(t: float) -> int:
+            return now_ns - int((now - t) * 1e9)
+
+        stuck = int(STALLED_S * 1e9)
+        self.recorder.record_counts(CENSORED, censored_waits(self.watchdog.clients, now_ns, ns(start), ns(end), stuck))
+
     def mark_stopping(self) -> None:
         if self.stopping_at is None:
             self.stopping_at = self.cpu.steady_until = time.time()
+            self.census(self.phases.window_end() or self.stopping_at)  # stopped before the window's end, or no window
             self.phases.snapshot()
             record_unanswered(self.watchdog.clients, self.recorder.buffer("unanswered").append, STALLED_S)
             self.unanswered_recorded = True
