@@ -42,6 +42,7 @@ from harness.capacity_run import add_capacity_options, capacity_ask, run_capacit
 from harness.checks import cell_metrics, evaluate
 from harness.progress import make_progress
 from harness.results import ResultError, load_run
+from harness.results.capacity import CAPACITY_DIR
 from harness.stop import StopOnSignal, exit_code, stop_signals_as_ctrl_c
 from harness.sweep import SweepConfig, resolve_scenario, run_sweep
 from server.args import Parser
@@ -57,12 +58,19 @@ DEFAULT_OUT = Path("swarmbench-results")
 RUN_DEFAULTS: dict[str, object] = {
     "variants": "threaded,pool,selectors,asyncio,prefork",
     "users": "10,100,500",
-    "duration": "5s",
-    "warmup": "2s",
-    "establish_timeout": "10s",
+    "duration": "3s",
+    "warmup": "1s",
+    "establish_timeout": "5s",
     "rate": "10000",
     "locust_arg": ["--messages-per-session=1000"],
 }
+#: ... then where each design stops holding the SLO (``capacity`` in a subfolder): on the axis where a
+#: thread per connection shows its limit, connected users each at 50 msg/s, from 32 users by doubling,
+#: bisected to 50%, at most 35 s of trials per design (the whole job: under 5 minutes on two cores).
+#: Past about 400 users (20,000 msg/s) one Locust process on two cores is the bottleneck: the search
+#: then says so ("≥ X", limited by the generator) rather than blame the server.
+RUN_CAPACITY = ("--axis", "users", "--rate-per-user", "50", "--start", "32", "--resolution", "0.5", "--confirm", "0",
+                "--budget", "35", "--duration", "2s", "--warmup", "1s", "--establish-timeout", "5s", "--quiet")
 
 
 #: The protocol profiles (harness.profiles imports neither Locust nor gevent).
@@ -120,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="swarmbench", description="Load-test concurrent TCP servers with Locust.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run = sub.add_parser("run", help="the main job: a short sweep of every variant, then the report")
+    run = sub.add_parser("run", help="the main job: a short sweep of every variant, where each stops holding the SLO, then the report")
     add_sweep_options(run, RUN_DEFAULTS)
+    run.add_argument("--no-capacity", action="store_true", help="the sweep alone: skip the search for each design's limit")
     sweep = sub.add_parser("sweep", help="sweep variants x concurrency and write results + report")
     add_sweep_options(sweep, {})
     capacity = sub.add_parser("capacity", help="for each variant and level, the highest load that holds the SLO")
@@ -246,6 +255,13 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with stop_signals_as_ctrl_c(received):
         with make_progress(cfg, quiet=args.quiet) as progress:
             outcome = run_sweep(cfg, StopOnSignal(progress, received))
+        if args.command == "run" and not args.no_capacity and not (received or outcome.interrupted
+                                                                   or outcome.write_error):
+            print("where each design stops holding the SLO:")
+            search = build_parser().parse_args(capacity_argv(args, cfg.out / CAPACITY_DIR))
+            searched = cmd_capacity(search, report=False)
+            if searched > 128:  # a stop signal during the search (128 + N): report what is known, then stop
+                received.append(searched - 128)
         print(f"results: {cfg.out}")
         reported = True
         try:
@@ -270,6 +286,34 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if cell.status == "server-died":
             print(f"cell {cell.variant} u={cell.users}: the server died (exit code {cell.server.exit_code})", file=sys.stderr)
     return 1 if broken or failed or not reported else 0
+
+
+def capacity_argv(args: argparse.Namespace, out: Path) -> list[str]:
+    """``swarmbench capacity`` for the run's designs (or its --target), with the sweep's server options."""
+    argv = ["capacity", *RUN_CAPACITY, "--slo-ms", f"{args.slo_ms:g}", "--backlog", str(args.backlog),
+            "--scenario", str(args.scenario), "--workers", str(args.workers), "--out", str(out)]
+    if args.target is not None:
+        argv += ["--target", args.target] + (["--pid", str(args.pid)] if args.pid is not None else [])
+    else:
+        argv += ["--variants", ",".join(args.variants)]
+    # the sweep's Locust options too (the main job's sessions of 1000 messages: a session that ends
+    # reconnects, and the slots it misses then would count against the achieved rate)
+    return argv + [f"--server-arg={arg}" for arg in args.server_arg] + [f"--locust-arg={arg}" for arg in args.locust_arg]
+
+
+def cmd_capacity(args: argparse.Namespace, argv: Sequence[str] = (), report: bool = True) -> int:
+    from reports import build_report
+
+    ask = capacity_ask(args)  # the search's own checks first: nothing is made before they pass
+    cfg = sweep_config(args, argv)
+    code = run_capacity(cfg, ask, args.check, quiet=args.quiet)
+    if report:
+        try:
+            print(f"report:   {build_report(cfg.out, slo_ms=args.slo_ms)}")
+        except (ResultError, OSError) as exc:
+            print(f"swarmbench: the report was not written: {one_line(exc)}", file=sys.stderr)
+            return code or 1
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -335,8 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("run", "sweep"):
             return cmd_sweep(args, argv)
         if args.command == "capacity":
-            ask = capacity_ask(args)  # the search's own checks first: nothing is made before they pass
-            return run_capacity(sweep_config(args, argv), ask, args.check, quiet=args.quiet)
+            return cmd_capacity(args, argv)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "worker":

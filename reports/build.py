@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import CellResult, RunManifest
+from harness.results.capacity import CAPACITY_DIR, CAPACITY_NAME, load_capacity
+from reports.capacity_report import CAPACITY_CSV, capacity_csv, capacity_findings, capacity_plots, capacity_section
 from reports.findings import find
 from reports.page import (
     cell,
@@ -163,9 +165,20 @@ def build_report(results_dir: Path, out: Path | None = None, slo_ms: float = 10.
     subtitle = (f"{len(cells)} cell(s), {len(by_variant)} variant(s), run outcome: {outcome}"
                 + (f", {n_missing} planned cell(s) missing" if n_missing else "")
                 + (f" — run {manifest.run_id}, started {format_time(manifest.started_at)}" if manifest else ""))
+    capacity = next((load_capacity(folder) for folder in (results_dir, results_dir / CAPACITY_DIR)
+                     if (folder / CAPACITY_NAME).is_file()), None)  # a search, or the main job's
+    found = find(manifest, cells, slo_ms)
+    searched: list[dict[str, Any]] = []
+    if capacity is not None:  # a capacity search: its answer first, in its own SLO
+        found = capacity_findings(capacity) + found
+        searched = [capacity_section(capacity, colours),
+                    plots_section("capacity-plots", "Latency against offered load",
+                                  [(None, capacity_plots(capacity, out_dir / PLOTS_DIR, colours))], layout="grid",
+                                  intro="Each trial of the search: where p99 crosses the SLO is the knee.")]
+        write_atomic(out_dir / CAPACITY_CSV, capacity_csv(capacity))
     sections = [
-        findings_section(find(manifest, cells, slo_ms),
-                         intro=f"Derived from the numbers below; SLO: message p99 under {slo_ms:g} ms."),
+        findings_section(found, intro=f"Derived from the numbers below; SLO: message p99 under {slo_ms:g} ms."),
+        *searched,
         plots_section("plots", "Against concurrency", [(None, overview)]),
         summary_section(manifest, cells, colours),
         plots_section("timelines", "Each cell over time", list(by_variant.items()), layout="grid", colours=colours,

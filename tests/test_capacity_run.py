@@ -150,5 +150,9 @@ def test_a_search_finds_the_limit_of_a_server_known_in_advance(start: Callable[.
         assert (cell.users, cell.rate) == (2, float(trial.load)) and trial.asked == cell.rate
     _, cells = load_run(out)
     assert len(cells) == len(capacity.trials)
+    written = (out / "report.html").read_text()  # the search's own report: its table, its plot, its findings
+    assert 'id="capacity"' in written and (out / "plots" / "capacity-00.png").is_file() and (out / "capacity.csv").is_file()
+    assert f"target at 2 users: holds {capacity.holds:,} msg/s, fails at {capacity.fails:,} msg/s" in written
+    (out / "report.html").unlink()
     report = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], capture_output=True, text=True, timeout=120)
-    assert report.returncode == 0 and (out / "report.html").is_file(), report.stderr
+    assert report.returncode == 0 and 'id="capacity"' in (out / "report.html").read_text(), report.stderr  # rebuilt

@@ -22,6 +22,8 @@ from harness.results.store import write_loadable
 
 CAPACITY_KIND = "swarmbench.capacity"
 CAPACITY_NAME = "capacity.json"
+#: Where ``swarmbench run`` keeps its capacity search, inside its results folder.
+CAPACITY_DIR = "capacity"
 # capacity.json's own history (cells, manifest and histograms share format.SCHEMA_VERSION; this
 # file began later, so it counts from 1; bump it with a loader for the older version):
 #   1 - first format: axis, slo_ms, resolution, confirm, max_error_ratio, run_id; one entry per
