@@ -198,6 +198,10 @@ def test_two_workers_lose_no_unanswered_user(start: Any, tmp_path: Path) -> None
     assert unanswered(double) == 500 - 32, double.output[-2000:]
     assert double.hdr is not None and double.hdr.workers_missing_final == ()
     assert double.hdr.users_not_established == single.hdr.users_not_established == 500 - 32
+    # the census at the window's end, taken in each worker and merged: every stuck user's messages count
+    for run in (single, double):
+        census = run.hdr.names["message_censored"]
+        assert census.count >= 500 - 32 and census.max_us >= 2_000_000, census
 
 
 def test_a_check_on_missing_data_fails_with_a_line_saying_so() -> None:
