@@ -264,7 +264,9 @@ def test_the_open_loop_over_tls_sleeps_until_due(tmp_path: Path) -> None:
     assert result.code == 0, result.output
     assert result.hdr.failures == {}
     assert result.hdr.names["send_lag"].count == result.hdr.names["message"].count > 50
-    assert 0 < result.hdr.options.achieved_rate <= 100 * 1.02, result.hdr.options.achieved_rate
+    # whole seconds of a 3 s run: a second that fell behind on a busy machine is caught up in the next (due
+    # messages are sent late, never dropped), so one or two seconds can read a few percent over the rate
+    assert 0 < result.hdr.options.achieved_rate <= 100 * 1.1, result.hdr.options.achieved_rate
     assert_counts_match(result)
 
 

@@ -119,12 +119,15 @@ class Alarm:
         """
         hub = self.hub
         loop = hub.loop
+        bounded = False
         while True:
             loop.update_now()
             left = due_ns - perf_counter_ns()
             if left <= 0:
                 return
-            self.bound(due_ns)
+            if not bounded:  # once: woken early, the instant is still in the heap (its expiry pops it)
+                self.bound(due_ns)
+                bounded = True
             with loop.timer(left / 1e9) as timer:  # gevent.sleep, without its second clock read
                 hub.wait(timer)
 
