@@ -199,6 +199,8 @@ def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tu
     held.sendall(b"first")
     assert held.recv(16) == REPLY
     procs = psutil.Process(server.pid).children() or [psutil.Process(server.pid)]
+    if variant == "prefork":
+        _every_worker_serving(procs, address, server.port)  # a worker still starting would die of the limit
     limits = {p.pid: p.rlimit(psutil.RLIMIT_NOFILE) for p in procs}
     waiting: list[socket.socket] = []
     try:
@@ -240,6 +242,23 @@ def test_out_of_file_descriptors(serve: Callable[..., RunningServer], config: tu
     assert_clean(server)
 
 
+def _every_worker_serving(procs: list[psutil.Process], address: tuple[str, int], port: int) -> None:
+    """Connect until each prefork worker has answered one (its event loop runs), then let those go."""
+    probes: list[socket.socket] = []
+    try:
+        while any(_established(proc, port) == 0 for proc in procs) and len(probes) < 64:
+            sock = socket.create_connection(address, timeout=10)
+            probes.append(sock)
+            sock.sendall(b"probe")
+            assert sock.recv(16) == REPLY
+        assert all(_established(proc, port) for proc in procs), "the kernel never gave a worker a connection"
+    finally:
+        for sock in probes:
+            sock.close()
+    # the held client alone is left: the workers' descriptor counts are what they will be
+    assert wait_for(lambda: sum(_established(proc, port) for proc in procs) == 1, 10.0)
+
+
 def _reply_or_closed(sock: socket.socket) -> bytes:
     try:
         return sock.recv(16)
@@ -265,7 +284,9 @@ def test_signal_with_clients_connected(serve: Callable[..., RunningServer], sign
             # CI machine gets room before it counts as hung.
             code = server.process.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"server still running 10 s after {signal.Signals(signum).name}")
+            proc = psutil.Process(server.pid)  # what it was doing, for the next time this is seen
+            pytest.fail(f"server still running 10 s after {signal.Signals(signum).name}: status {proc.status()}, "
+                        f"{proc.num_threads()} threads, cpu {proc.cpu_times()}; log: {server.log_text()[-1500:]!r}")
         assert code == 0, server.log_text()[-2000:]
         assert not psutil.pid_exists(server.pid)
         for pid in workers:
