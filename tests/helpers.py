@@ -376,3 +376,14 @@ def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def established(proc: psutil.Process, port: int) -> int:
+    """The process's ESTABLISHED connections on local ``port``."""
+    return sum(1 for c in proc.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def wait_logged(server: Any, text: str, timeout: float = 30.0) -> str:
+    """The server's log once it holds ``text`` (a RunningServer); fails with the log's tail after ``timeout``."""
+    assert wait_for(lambda: text in server.log_text(), timeout), f"{text!r} not in the log:\n{server.log_text()[-2000:]}"
+    return server.log_text()

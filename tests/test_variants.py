@@ -1,8 +1,8 @@
 """One conformance suite for every server variant: real processes, real sockets, ports from the OS.
 
 Each test runs once per entry of CONFIGS (every name in VARIANTS, plus the
-asyncio variant on uvloop). Variant-specific behaviour (the pool's queue,
-prefork's workers, the missing-uvloop error) is tested at the end.
+asyncio variant on uvloop). Variant-specific behaviour (the pool's queue, the
+missing-uvloop error) is tested at the end; prefork's workers in test_prefork.py.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import pytest
 
 from harness.server_process import RunningServer
 from server.protocol import QUIT, REPLY
-from server.prefork import MAX_RESTARTS
 from server.variants import VARIANTS
-from helpers import converse, read_to_eof, resources, run_clients, running_share, steady_resources, wait_for
+from helpers import (converse, established, read_to_eof, resources, run_clients, running_share, steady_resources,
+                     wait_for, wait_logged)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,11 +54,6 @@ def serve(start: Start, config: tuple[str, tuple[str, ...]]) -> Callable[..., Ru
         return start(variant, extra_args=(*extra, *extra_args), **kwargs)
 
     return _serve
-
-
-def wait_logged(server: RunningServer, text: str, timeout: float = 30.0) -> str:
-    assert wait_for(lambda: text in server.log_text(), timeout), f"{text!r} not in the log:\n{server.log_text()[-2000:]}"
-    return server.log_text()
 
 
 def connection_lines(log: str, port: int) -> list[str]:
@@ -246,17 +241,17 @@ def _every_worker_serving(procs: list[psutil.Process], address: tuple[str, int],
     """Connect until each prefork worker has answered one (its event loop runs), then let those go."""
     probes: list[socket.socket] = []
     try:
-        while any(_established(proc, port) == 0 for proc in procs) and len(probes) < 64:
+        while any(established(proc, port) == 0 for proc in procs) and len(probes) < 64:
             sock = socket.create_connection(address, timeout=10)
             probes.append(sock)
             sock.sendall(b"probe")
             assert sock.recv(16) == REPLY
-        assert all(_established(proc, port) for proc in procs), "the kernel never gave a worker a connection"
+        assert all(established(proc, port) for proc in procs), "the kernel never gave a worker a connection"
     finally:
         for sock in probes:
             sock.close()
     # the held client alone is left: the workers' descriptor counts are what they will be
-    assert wait_for(lambda: sum(_established(proc, port) for proc in procs) == 1, 10.0)
+    assert wait_for(lambda: sum(established(proc, port) for proc in procs) == 1, 10.0)
 
 
 def _reply_or_closed(sock: socket.socket) -> bytes:
@@ -321,72 +316,6 @@ def test_pool_queues_connections_beyond_its_workers(start: Start) -> None:
     finally:
         for sock in (first, second, third):
             sock.close()
-
-
-def _listening_ports(proc: psutil.Process) -> list[int]:
-    return [c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-
-
-def _established(proc: psutil.Process, port: int) -> int:
-    return sum(1 for c in proc.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
-
-
-def test_prefork_workers_share_the_port(start: Start) -> None:
-    server = start("prefork", extra_args=("--processes", "2"), log_level="INFO")
-    parent = psutil.Process(server.pid)
-    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
-    workers = parent.children()
-    # the parent closes its listener once both are forked (it holds none then: it would get a share)
-    assert wait_for(lambda: _listening_ports(parent) == [], 10.0), _listening_ports(parent)
-    for worker in workers:
-        assert _listening_ports(worker) == [server.port]  # one SO_REUSEPORT listener each
-    clients = [socket.create_connection(server.address, timeout=5) for _ in range(40)]
-    try:
-        for sock in clients:
-            sock.sendall(b"hi")
-            assert sock.recv(16) == REPLY
-        counts = [_established(worker, server.port) for worker in workers]
-        assert sum(counts) == 40 and min(counts) > 0, f"the kernel did not spread connections: {counts}"
-    finally:
-        for sock in clients:
-            sock.close()
-    assert server.log_text().count("Serving on") == 1
-
-
-def test_prefork_replaces_a_worker_that_dies(start: Start) -> None:
-    server = start("prefork", extra_args=("--processes", "2"))
-    parent = psutil.Process(server.pid)
-    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
-    victim = parent.children()[0]
-    victim.kill()
-    log = wait_logged(server, f"(pid {victim.pid}) died (killed by SIGKILL); replaced by pid ", timeout=30.0)
-    new_pid = int(re.search(rf"\(pid {victim.pid}\) died .*; replaced by pid (\d+)", log).group(1))
-    survivor = next(p.pid for p in parent.children() if p.pid != new_pid)
-    assert wait_for(lambda: {p.pid for p in parent.children()} == {survivor, new_pid}, 30.0)
-    # The replacement listens on the port (its own SO_REUSEPORT listener), and everyone is served.
-    assert wait_for(lambda: _listening_ports(psutil.Process(new_pid)) == [server.port], 30.0)
-    for _ in range(10):
-        converse(server.address, [b"still served"])
-    assert server.stop(timeout=10.0) == 0
-
-
-def test_prefork_stops_replacing_workers_in_a_crash_loop(start: Start) -> None:
-    """A worker that keeps dying is replaced a few times, then not: no fork bomb."""
-    server = start("prefork", extra_args=("--processes", "2"))
-    parent = psutil.Process(server.pid)
-    assert wait_for(lambda: len(parent.children()) == 2, 30.0)
-    for death in range(MAX_RESTARTS + 1):
-        victim = parent.children()[0]
-        victim.kill()
-        wait_logged(server, f"(pid {victim.pid}) died (killed by SIGKILL);", timeout=30.0)
-        if death < MAX_RESTARTS:
-            assert wait_for(lambda: len(parent.children()) == 2, 30.0)
-    log = server.log_text()
-    assert log.count("; replaced by pid") == MAX_RESTARTS
-    assert "not replaced" in log.splitlines()[-1] and "1 of 2 left" in log.splitlines()[-1], log[-2000:]
-    assert len(parent.children()) == 1
-    converse(server.address, [b"the last worker still serves"])
-    assert server.stop(timeout=10.0) == 0
 
 
 def _run_server(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
