@@ -32,8 +32,12 @@ def number(text: str) -> float:
 
 
 def test_generator_bench_output_parses_into_figures() -> None:
-    """One connection, one 1 s window per client, one open-loop rate: every figure is there and a number."""
-    result = run("bench_generator.py", "--connections", "1", "--repeat", "1", "--duration", "1",
+    """One connection, one 2 s window per client, one open-loop rate: every figure is there and a number.
+
+    2 s, not 1: the open loop's figures come from its whole steady seconds, and a slow machine left a
+    1 s run with none ("no whole steady second").
+    """
+    result = run("bench_generator.py", "--connections", "1", "--repeat", "1", "--duration", "2",
                  "--open-rates", "200", "--no-ceiling", "--no-profiles")  # fmt: skip
     out = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
