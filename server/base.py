@@ -285,6 +285,11 @@ class BaseServer:
         """Readable once :meth:`shutdown` has been called."""
         return self._wake_r
 
+    @property
+    def wake_writer(self) -> socket.socket:
+        """The channel's other end: a byte written here wakes whoever waits on :attr:`wake_socket`."""
+        return self._wake_w
+
 
 class BindError(Exception):
     """The address could not be bound; the message is the one-line error."""

@@ -9,6 +9,7 @@ contract every design fulfils.
 from __future__ import annotations
 
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -99,11 +100,19 @@ class BlockingServer(BaseServer):
         self.clients = ClientRegistry()
 
     def accept_loop(self, handle: Callable[[socket.socket, tuple], None]) -> None:
-        """Wait for connections (or shutdown) and pass each to ``handle``."""
+        """Wait for connections (or shutdown) and pass each to ``handle``.
+
+        In the main thread, signals also write to the wake-up channel
+        (``signal.set_wakeup_fd``): the kernel may deliver SIGTERM to any thread,
+        say a pool worker blocked on its queue; Python then runs the handler only
+        when the main thread next runs, and it would sit in ``select()`` for good.
+        """
         sel = selectors.DefaultSelector()
         assert self.listener is not None
         sel.register(self.listener, selectors.EVENT_READ)
         sel.register(self.wake_socket, selectors.EVENT_READ)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.set_wakeup_fd(self.wake_writer.fileno(), warn_on_full_buffer=False) if main else -1
         try:
             while not self.stopping:
                 sel.select()
@@ -114,6 +123,8 @@ class BlockingServer(BaseServer):
                 if self.starved:  # this thread only accepts: pausing it stalls no client
                     self.wait_wake(ACCEPT_PAUSE)
         finally:
+            if main:
+                signal.set_wakeup_fd(previous)  # before close() closes the channel
             sel.close()
 
     def serve_client(self, sock: socket.socket, address: tuple, accepted: float | None = None) -> None:
