@@ -9,9 +9,14 @@ clock but an injected one. The rules, after RFC 9971 (MLRsearch) and vegeta-brea
 - **bisect**: try a load between the highest that held and the lowest that failed (their geometric
   middle, rounded to a nice figure) until ``fails / holds <= 1 + resolution``, or no whole load lies
   between them;
-- **confirm**: the highest load that held must pass ``confirm`` more trials. A load holds only if
-  every trial at it passed: one that fails on confirmation becomes the lowest failing load (noise
-  can only make the answer lower, never luckily higher), and the search goes on below it;
+- **confirm**: a verdict at the bracket's edges needs ``confirm`` more trials (``N``, default 1).
+  The highest load that held must pass ``N`` more: a load *holds* only if every trial at it
+  passed (noise can only make the answer lower, never luckily higher). A load *fails* only when
+  ``N + 1`` of its trials failed: one that failed fewer times is tried again, up to ``2N + 1``
+  trials, and one that passed ``N + 1`` of them is *noisy*: not held (the answer stays below it)
+  but no failure either, so the search goes on above it. One unlucky trial (98.9% of the rate
+  achieved where 99% is asked) no longer sets the limit a load or two too low, where a longer
+  run at 15% more would hold (MLRsearch decides a load over several trials for the same reason);
 - **invalid** trials (the generator was the bottleneck) never count as the server's failure: the
   load becomes the generator's ceiling, nothing at or above it is tried again, and the search only
   confirms the highest load below it (when nothing held yet, it halves down to find one). The
@@ -134,27 +139,54 @@ class CapacitySearch:
         """Every trial so far, in the order they ran."""
         return tuple(self._trials)
 
-    def _lowest(self, verdict: str) -> int | None:
-        return min((load for load, ts in self._verdicts.items() if any(t.verdict == verdict for t in ts)), default=None)
+    def _count(self, load: int, verdict: str) -> int:
+        return sum(t.verdict == verdict for t in self._verdicts.get(load, ()))
+
+    def _state(self, load: int) -> str:
+        """``pass`` (every trial passed), ``fail`` (N + 1 failed), ``noisy`` (N + 1 passed, some failed),
+        ``open`` (failed, not yet decided) or ``invalid``."""
+        if self._count(load, "invalid"):
+            return "invalid"
+        fails, passes, need = self._count(load, "fail"), self._count(load, "pass"), 1 + self.confirm
+        if not fails:
+            return "pass"
+        return "fail" if fails >= need else ("noisy" if passes >= need else "open")
+
+    def _loads(self, *states: str) -> list[int]:
+        return [load for load in self._verdicts if self._state(load) in states]
 
     @property
     def fails(self) -> int | None:
-        return self._lowest("fail")
+        """The lowest load the server failed (N + 1 of its trials)."""
+        return min(self._loads("fail"), default=None)
 
     @property
     def ceiling(self) -> int | None:
-        return self._lowest("invalid")
+        return min(self._loads("invalid"), default=None)
 
     @property
     def upper(self) -> int | None:
         """The lowest load not known to hold: nothing at or above it is tried again."""
         return min((x for x in (self.fails, self.ceiling) if x is not None), default=None)
 
+    def _below(self, *states: str) -> int | None:
+        upper = self.upper
+        return max((load for load in self._loads(*states) if upper is None or load < upper), default=None)
+
     @property
     def holds(self) -> int | None:
-        upper = self.upper
-        return max((load for load, ts in self._verdicts.items()
-                    if (upper is None or load < upper) and all(t.verdict == "pass" for t in ts)), default=None)
+        """The highest load below the upper bound at which every trial passed."""
+        return self._below("pass")
+
+    @property
+    def floor(self) -> int | None:
+        """Where the bracket starts: the highest load below the upper bound that held or was noisy."""
+        return self._below("pass", "noisy")
+
+    @property
+    def noisy(self) -> tuple[int, ...]:
+        """Loads that passed and failed (more passes): neither held nor failed."""
+        return tuple(sorted(self._loads("noisy")))
 
     @property
     def generator_bound(self) -> bool:
@@ -167,7 +199,7 @@ class CapacitySearch:
         return Bracket(self.holds, self.fails, self.ceiling, self.unit)
 
     def _passes(self, load: int) -> int:
-        return sum(t.verdict == "pass" for t in self._verdicts.get(load, ()))
+        return self._count(load, "pass")
 
     # -- the next step -------------------------------------------------------------------------------
     def next_load(self) -> int | None:
@@ -178,20 +210,25 @@ class CapacitySearch:
     def _next(self) -> int | None:
         if not self._trials:
             return self.start
-        holds, upper = self.holds, self.upper
-        if holds is None:  # nothing held yet: halve below the lowest load that did not
-            if upper is None or upper <= 1:
-                return None
-            return min(max(1, nice(upper / 2)), upper - 1)
+        upper, floor, holds = self.upper, self.floor, self.holds
+        undecided = [load for load in self._loads("open") if upper is None or load < upper]
+        if floor is None:  # nothing held yet: halve below the lowest load that did not (confirmed or not)
+            bound = min((x for x in (upper, *undecided) if x is not None), default=None)
+            if bound is None or bound <= 1:  # nothing lower to try: decide the lowest failure, if it is open
+                return min(undecided, default=None)
+            return min(max(1, nice(bound / 2)), bound - 1)
+        above = [load for load in undecided if load > floor]
+        if above:  # the failure that would bound the bracket: confirm (or refute) it first
+            return min(above)
         if upper is None:  # everything held: double, up to the axis' end
-            if self.max_load is None or holds < self.max_load:
-                up = max(nice(holds * 2), holds + 1)
+            if self.max_load is None or floor < self.max_load:
+                up = max(nice(floor * 2), floor + 1)
                 return up if self.max_load is None else min(up, self.max_load)
         elif not self.generator_bound:
-            middle = between(holds, upper, self.resolution)
+            middle = between(floor, upper, self.resolution)
             if middle is not None:
                 return middle
-        if self._passes(holds) < 1 + self.confirm:
+        if holds is not None and self._passes(holds) < 1 + self.confirm:
             return holds
         return None
 
@@ -238,26 +275,33 @@ class CapacitySearch:
         """What the trials so far say; ``stopped``: why the search ended early (the budget, the user)."""
         if stopped is None and self._next() is not None:
             raise ValueError("the search is not done: pass stopped= to say why it ended")
-        holds, fails, ceiling = self.holds, self.fails, self.ceiling
+        holds, fails, ceiling, floor, upper = self.holds, self.fails, self.ceiling, self.floor, self.upper
         confirmed = holds is not None and self._passes(holds) >= 1 + self.confirm
+        noise = [load for load in self.noisy if (holds is None or load > holds) and (upper is None or load < upper)]
+        note = f" (noisy at {', '.join(map(self._show, noise))}: passed and failed)" if noise else ""
         limited_by: Limit
         if stopped is not None:
             limited_by = "budget"
             known = f"holds {self._show(holds)}{'' if confirmed or holds is None else ' (not confirmed)'}"
-            reason = f"{stopped} after {len(self._trials)} trials: {known}, fails {self._show(fails)}"
+            open_ = min(self._loads("open"), default=None)
+            pending = f" (a failure at {self._show(open_)} not yet confirmed)" if open_ is not None else ""
+            reason = f"{stopped} after {len(self._trials)} trials: {known}, fails {self._show(fails)}{pending}{note}"
         elif self.generator_bound and ceiling is not None:
             limited_by = "generator"
             why = self._why(ceiling, "invalid")
             reason = (f"≥ {self._show(holds)}: at {self._show(ceiling)} the generator was the bottleneck ({why})"
                       if holds is not None else f"the generator was the bottleneck already at {self._show(ceiling)} ({why})")
+            reason += note
         elif fails is not None:
             limited_by = "server"
             why = self._why(fails, "fail")
             reason = (f"holds {self._show(holds)}; at {self._show(fails)}: {why}" if holds is not None
-                      else f"fails already at {self._show(fails)}: {why}")
-        elif holds is not None and holds == self.max_load:
+                      else f"fails already at {self._show(fails)}: {why}") + note
+        elif floor is not None and floor == self.max_load:
             limited_by = "fd-limit"
-            reason = f"held every load up to {self._show(holds)}, the file-descriptor limit: the server's limit lies beyond"
+            reason = (f"held every load up to {self._show(holds)}, the file-descriptor limit: the server's limit lies "
+                      f"beyond" if holds == floor else f"holds {self._show(holds)}, and up to the file-descriptor "
+                      f"limit {self._show(floor)} no load failed{note}")  # fmt: skip
         else:  # _next() is None only at a failure, a generator ceiling or max_load
             raise AssertionError(f"a finished search with no limit: {self.bracket}")
         return Capacity(holds, fails, limited_by, reason, confirmed, self.trials)
