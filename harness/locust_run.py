@@ -71,6 +71,8 @@ class LocustJob:
     establish_timeout: float = 30.0
     settle_s: float = 0.0
     window_s: float = 0.0
+    #: The server's PID where known: the live view (web UI tabs, /metrics) shows it (harness.user.live_view).
+    server_pid: int | None = None
 
     @property
     def locust_run_time_s(self) -> float:
@@ -112,6 +114,8 @@ class LocustJob:
         if self.window_s > 0:
             argv += ["--establish-timeout", f"{self.establish_timeout:g}", "--swarmbench-settle", f"{self.settle_s:g}",
                      "--swarmbench-window", f"{self.window_s:g}"]  # fmt: skip
+        if self.server_pid:
+            argv += ["--server-pid", str(self.server_pid)]
         return argv + list(self.extra_args)
 
 

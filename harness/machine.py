@@ -88,12 +88,21 @@ def generator_bound(
     machine: MachineStats | None, loop_lag: Latency | None, message: Latency | None, process_cpu_max: float
 ) -> str | None:
     """Why the cell's figures describe the generator (with the deciding figure), or None."""
+    idle = None if machine is None or machine.busy_percent_mean is None else 100.0 - machine.busy_percent_mean
+    return bound_reason(process_cpu_max, idle, loop_lag.p99_us if loop_lag is not None else None,
+                        message.p99_us if message is not None else None)  # fmt: skip
+
+
+def bound_reason(
+    process_cpu_max: float, idle_percent: float | None, lag_p99_us: float | None, message_p99_us: float | None
+) -> str | None:
+    """:func:`generator_bound` over plain figures (the live view's, harness.live): the same rules, the same words."""
     if process_cpu_max > SATURATED_PERCENT:
         return f"a Locust process used {process_cpu_max:.0f}% of a core (over {SATURATED_PERCENT:.0f}%)"
-    if machine is not None and machine.busy_percent_mean is not None and 100.0 - machine.busy_percent_mean <= NO_IDLE_PERCENT:
-        return f"the machine had {100.0 - machine.busy_percent_mean:.1f}% idle CPU over the window"
-    if (loop_lag is not None and message is not None and loop_lag.p99_us is not None and message.p99_us
-            and loop_lag.p99_us >= LOOP_LAG_FLOOR_US and loop_lag.p99_us >= LOOP_LAG_SHARE * message.p99_us):
-        return (f"{LAG_BOUND} p99 {loop_lag.p99_us / 1000:.2f} ms is "
-                f"{loop_lag.p99_us / message.p99_us:.0%} of message p99 {message.p99_us / 1000:.2f} ms")
+    if idle_percent is not None and idle_percent <= NO_IDLE_PERCENT:
+        return f"the machine had {idle_percent:.1f}% idle CPU over the window"
+    if (lag_p99_us is not None and message_p99_us and lag_p99_us >= LOOP_LAG_FLOOR_US
+            and lag_p99_us >= LOOP_LAG_SHARE * message_p99_us):
+        return (f"{LAG_BOUND} p99 {lag_p99_us / 1000:.2f} ms is "
+                f"{lag_p99_us / message_p99_us:.0%} of message p99 {message_p99_us / 1000:.2f} ms")
     return None

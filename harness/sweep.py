@@ -233,6 +233,7 @@ def run_cell(cfg: SweepConfig, variant: str, users: int, target: Target, progres
         establish_timeout=cfg.establish_timeout,
         settle_s=cfg.warmup_s,
         window_s=cfg.duration_s,
+        server_pid=target.pid if target.pid is not None and psutil.pid_exists(target.pid) else None,
     )
     log_offset = log_size(target.server.log_path if target.server is not None else None)
     machine = MachineSampler().start()

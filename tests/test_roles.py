@@ -105,6 +105,68 @@ def test_the_file_carries_what_the_phases_found(tmp_path: Path) -> None:
     assert data.options.users == 2
 
 
+def test_the_live_unanswered_count_comes_from_the_watchdogs_pass_and_the_workers_reports() -> None:
+    from time import perf_counter_ns
+
+    import gevent
+
+    from harness.user.phases import LocalPhases
+    from harness.user.recorder import Recorder
+    from harness.user.run import Run
+
+    run = Run(environment(Runner(user_count=3)), label="local", recorder=Recorder(), phases=LocalPhases, users=3)
+    try:
+        waiting: list[Any] = []
+        for seconds in (2.0, 3.0, 0.1):  # two users stuck, one merely in flight
+            client = Stalled()
+            client.busy, client.reply_timeout_ns = perf_counter_ns() - int(seconds * 1e9), 60 * 10**9
+            client.expire = lambda: pytest.fail("expired before its reply timeout")  # type: ignore[attr-defined]
+            run.watchdog.add(client)  # type: ignore[arg-type]
+            waiting.append(client)
+        gevent.sleep(0.4)  # one pass of the watchdog (every 0.25 s)
+        assert run.watchdog.stalled == 2 and run.unanswered() == 2
+        run.remote_stalled = {"w1": 5}
+        assert run.stalled_now() == 7
+        run.remote_stalled = {}
+        waiting[0].busy = waiting[2].busy = 0  # answered
+        gevent.sleep(0.4)
+        assert run.unanswered() == 1
+        run.mark_stopping()  # from here on: the count recorded as the run began to stop
+        waiting[1].busy = 0
+        gevent.sleep(0.4)
+        assert run.watchdog.stalled == 0 and run.unanswered() == 1
+    finally:
+        run.stop()
+
+
+def test_a_workers_rotation_never_stays_in_a_second_the_clock_has_left() -> None:
+    """A worker flushes every 0.1 s between its cuts at each second; a process starved past a boundary (here
+    blocked 2.2 s) must cut at once, not file what comes next under a second long gone (once, three seconds
+    of values went into one, and the master's window found no message)."""
+    import gevent
+    from gevent import monkey
+
+    from harness.user.phases import LocalPhases
+    from harness.user.recorder import WorkerRecorder
+    from harness.user.run import Run
+
+    starve = monkey.get_original("time", "sleep")  # holds the whole process: no greenlet runs
+    run = Run(environment(Runner()), label="worker", recorder=WorkerRecorder(), phases=LocalPhases,
+              runs_users=False, flush_period=0.1)  # fmt: skip
+    try:
+        gevent.sleep(0.15)
+        before = run.recorder.second
+        starve(2.2)
+        gevent.sleep(0.05)  # the rotation wakes
+        run.recorder.buffer("message").append(123)
+        now = int(time.time())
+        gevent.sleep(0.25)  # a flush within the second (or the next cut) takes it
+        seconds = [t for t, row in run.recorder.outbox.items() if "message" in row]
+        assert seconds and seconds[0] >= before + 2 and seconds[0] in (now, now + 1), (before, now, seconds)
+    finally:
+        run.stop()
+
+
 class PluginRunner(Runner):
     """What the plugins use of Locust's runner besides the phases' part: custom messages, counts, reports."""
 

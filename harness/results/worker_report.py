@@ -34,6 +34,8 @@ CLOCK_SLACK_S = 600.0
 CPU_NUMBERS = ("cpu_percent_mean", "cpu_percent_max", "cpu_seconds", "samples", "users_max", "rss_bytes_max",
                "nofile_limit")  # fmt: skip
 CPU_TEXTS = ("role", "host")
+#: ... and those that may be null or absent (none measured yet; absent: a worker of an older version).
+CPU_OPTIONAL = ("cpu_percent_max_steady", "cpu_percent_now", "rss_bytes_now")
 
 
 class BadReport(ValueError):
@@ -52,12 +54,14 @@ class Recording:
 
 @dataclass(frozen=True)
 class WorkerReport:
-    """A checked report: the recording, the worker's CPU summary, its established users, whether it is its last."""
+    """A checked report: the recording, the worker's CPU summary, its established users, whether it is its last,
+    and how many of its users were waiting over the stall bound for a reply as it sent the report."""
 
     recording: Recording
     cpu: dict[str, Any]
     established: int
     final: bool
+    stalled: int = 0
 
 
 def check_report(payload: Any, token: str, started_at: float, now: float) -> WorkerReport:
@@ -71,7 +75,7 @@ def check_report(payload: Any, token: str, started_at: float, now: float) -> Wor
     if not isinstance(final, bool):
         raise BadReport("final: not a boolean")
     return WorkerReport(recording, _cpu(payload.get("cpu")), _count(payload.get("established", 0), "established"),
-                        final)  # fmt: skip
+                        final, _count(payload.get("stalled", 0), "stalled"))  # fmt: skip
 
 
 def check_recording(value: Any, started_at: float, now: float) -> Recording:
@@ -153,9 +157,9 @@ def _cpu(value: Any) -> dict[str, Any]:
         if not isinstance(text, str) or len(text) > MAX_NAME_LENGTH:
             raise BadReport(f"cpu.{key}: not short text")
         checked[key] = text
-    for key in (*CPU_NUMBERS, "pid", "cpu_percent_max_steady"):
+    for key in (*CPU_NUMBERS, "pid", *CPU_OPTIONAL):
         number = cpu.get(key)
-        if number is None and key == "cpu_percent_max_steady":
+        if number is None and key in CPU_OPTIONAL:
             checked[key] = None
             continue
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) or number < 0:

@@ -34,6 +34,7 @@ class CpuMonitor:
         self.process = psutil.Process()
         self.samples: list[tuple[float, float]] = []  # (time.time() at the end of the second, % of a core)
         self.rss_max = 0
+        self.rss_now: int | None = None
         self.users_max = 0
         self.steady_from: float | None = None
         self.steady_until = math.inf
@@ -54,7 +55,8 @@ class CpuMonitor:
             gevent.sleep(1.0)
             with process.oneshot():
                 self.samples.append((time.time(), process.cpu_percent(None)))
-                self.rss_max = max(self.rss_max, process.memory_info().rss)
+                self.rss_now = process.memory_info().rss
+                self.rss_max = max(self.rss_max, self.rss_now)
             self.users_max = max(self.users_max, self.users())
 
     def stop(self) -> None:
@@ -74,10 +76,12 @@ class CpuMonitor:
             "cpu_percent_mean": round(sum(values) / len(values), 1) if values else 0.0,
             "cpu_percent_max": round(max(values), 1) if values else 0.0,
             "cpu_percent_max_steady": round(max(steady), 1) if steady else None,
+            "cpu_percent_now": self.samples[-1][1] if self.samples else None,  # the last second's (live view)
             "cpu_seconds": round(self.cpu_seconds, 4),
             "samples": len(values),
             "users_max": self.users_max,
             "rss_bytes_max": self.rss_max,
+            "rss_bytes_now": self.rss_now,
             "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         }
 

@@ -34,6 +34,8 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness.host import raise_nofile_limit
 from harness.results.worker_report import BadReport, check_report
 from harness.target import parse_host
+from harness.user.live_view import LiveView
+from harness.user.live_view import add_arguments as add_live_arguments
 from harness.user.options import DEFAULT_HOST, add_arguments, scenario_options
 from harness.user.phases import (
     ESTABLISHED_MESSAGE, STOP_AT_MESSAGE, LocalPhases, MasterPhases, WorkerPhases, phase_options, run_token,
@@ -56,6 +58,7 @@ class Plugin:
     def __init__(self, environment: Any) -> None:
         self.environment = environment
         self.run: Run[Any] | None = None
+        self.live: LiveView | None = None  # the web UI's tabs and /metrics (not on a worker)
         ev = environment.events
         ev.test_start.add_listener(self.on_test_start)
         ev.spawning_complete.add_listener(self.on_spawning_complete)
@@ -227,6 +230,7 @@ class MasterPlugin(Plugin):
             return
         run.recorder.merge_report(report.recording)
         run.remote_cpu[client_id] = report.cpu
+        run.remote_stalled[client_id] = report.stalled
         run.phases.on_remote_count(client_id, report.established)
         if report.final:
             run.phases.on_final(client_id, report.established)
@@ -295,6 +299,7 @@ class WorkerPlugin(Plugin):
                 "token": self.token(), "report": run.recorder.take_report(), "cpu": run.cpu.summary(),
                 "established": run.phases.count_at_stop(),
                 "final": run.stopped,  # everything this worker will record is in this report
+                "stalled": run.stalled_now(),  # the master's live view (harness.user.live_view)
             }  # fmt: skip
 
 
@@ -324,13 +329,16 @@ def fail(message: str) -> None:
 
 events.init_command_line_parser.add_listener(add_arguments)
 events.init_command_line_parser.add_listener(add_phase_arguments)
+events.init_command_line_parser.add_listener(add_live_arguments)
 
 
 @events.init.add_listener
-def _on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
+def _on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_kw: Any) -> None:
     plugin = environment.swarmbench = plugin_for(environment, runner)
     raise_nofile_limit()  # Locust raises it only to 10,000: not enough for 10,000 users and the rest
     plugin.check_options()
+    if not isinstance(plugin, WorkerPlugin):  # a worker's figures are its master's to show
+        plugin.live = LiveView(environment, plugin, web_ui)
 
 
 @events.quitting.add_listener
@@ -341,3 +349,5 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
     plugin = getattr(environment, "swarmbench", None)
     if plugin is not None:
         plugin.on_quitting()
+        if plugin.live is not None:
+            plugin.live.close()

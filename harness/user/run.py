@@ -63,7 +63,7 @@ class Run(Generic[P]):
         self.recorder = recorder
         self.runs_users = runs_users
         self.flush_period = flush_period
-        self.watchdog = Watchdog()
+        self.watchdog = Watchdog(STALLED_S)
         self.pools: dict[str, SourcePool] = {}
         self.leaving = 0  # abrupt leaves so far: close and reset alternate over the process
         self.started_at = time.time()
@@ -73,12 +73,14 @@ class Run(Generic[P]):
         self.users = users
         self.cpu = CpuMonitor(label, self._local_users)
         self.remote_cpu: dict[str, dict[str, Any]] = {}  # a master's: each worker's last CPU summary
+        self.remote_stalled: dict[str, int] = {}  # a master's: each worker's users waiting > STALLED_S, last report
         self.alarm = make_alarm() if runs_users else None  # the open loop's and the probe's wake-ups
         self.lag = LoopLagProbe(recorder.buffer("loop_lag").append, sleeper(self.alarm)) if runs_users else None
         self.send_timer = SendTimer(self.alarm) if runs_users else None  # the open loop's sends
         self.rotator = gevent.spawn(self._rotate)
         self.stopped = False
         self.unanswered_recorded = False
+        self.unanswered_at_stop = 0
         self.censused = False
         runner = getattr(environment, "runner", None)
         self.phases: P = phases(phase_options(environment.parsed_options), runner, users, self.started_at,
@@ -102,23 +104,31 @@ class Run(Generic[P]):
         A positive sleep between steps, not sleep(0): gevent runs sleep(0)
         callbacks back to back for up to its switch interval (5 ms) without
         polling sockets, so only a timer lets waiting users' replies in.
+
+        The cut is made whenever the clock is past the recorder's second, not
+        only after the sleep aimed at the boundary: a worker also flushes every
+        ``flush_period``, and on a starved machine those sleeps can step over the
+        boundary's last tenth of a second again and again (once, every value of
+        three seconds went into one, and its master's window found none).
         """
         period = self.flush_period
         while True:
             now = time.time()
-            next_second = math.floor(now) + 1.0005
-            if period is not None and next_second - now > period:
+            second = int(now)
+            if second > self.recorder.second:
+                end = self.phases.window_end()
+                if end is not None and second >= end:  # in the same turn as the cut of the window's last second
+                    self.census(end)
+                for _ in self.recorder.flush_steps(second):
+                    gevent.sleep(FLUSH_PAUSE)
+                continue
+            wait = second + 1.0005 - now
+            if period is not None and wait > period:
                 gevent.sleep(period)
                 for _ in self.recorder.flush_steps():
                     gevent.sleep(FLUSH_PAUSE)
-                continue
-            gevent.sleep(next_second - now)
-            second = int(time.time())
-            end = self.phases.window_end()
-            if end is not None and second >= end:  # in the same turn as the cut of the window's last second
-                self.census(end)
-            for _ in self.recorder.flush_steps(second):
-                gevent.sleep(FLUSH_PAUSE)
+            else:
+                gevent.sleep(wait)
 
     def spawned(self, user_count: int) -> None:
         """Every user spawned (Locust's ``spawning_complete``): the CPU's steady stretch starts."""
@@ -147,7 +157,10 @@ class Run(Generic[P]):
             self.stopping_at = self.cpu.steady_until = time.time()
             self.census(self.phases.window_end() or self.stopping_at)  # stopped before the window's end, or no window
             self.phases.snapshot()
-            record_unanswered(self.watchdog.clients, self.recorder.buffer("unanswered").append, STALLED_S)
+            waits: list[int] = []
+            record_unanswered(self.watchdog.clients, waits.append, STALLED_S)
+            self.recorder.buffer("unanswered").extend(waits)
+            self.unanswered_at_stop = len(waits)
             self.unanswered_recorded = True
 
     def stop(self) -> None:
@@ -168,6 +181,17 @@ class Run(Generic[P]):
         self.ended_at = time.time()
         if self.stopping_at is None:
             self.stopping_at = self.ended_at
+
+    def stalled_now(self) -> int:
+        """Users waiting longer than ``STALLED_S`` for a reply (this process's as of the watchdog's last pass
+        and, on a master, its workers' as of their last reports)."""
+        return self.watchdog.stalled + sum(self.remote_stalled.values())
+
+    def unanswered(self) -> int:
+        """The users left unanswered: counted as the run began to stop, else those stalled now."""
+        if not self.unanswered_recorded:
+            return self.stalled_now()
+        return max(self.unanswered_at_stop, self.recorder.count("unanswered"))  # a master's: its workers', merged
 
     def achieved_rate(self) -> float:
         """Messages per second over the whole seconds between 'all users spawned' and 'stopping'."""

@@ -30,14 +30,18 @@ class Watched(Protocol):
 
 
 class Watchdog:
-    """Expires any client whose reply is later than its timeout.
+    """Expires any client whose reply is later than its timeout, and counts those waiting over ``stall_s``.
 
     One pass over 10,000 clients takes about 0.5 ms (measured here), 2 ms of CPU a second.
+    The count (``stalled``, as of the last pass) is the live view's "users unanswered":
+    taken in the same pass, it costs no pass of its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stall_s: float = 1.0) -> None:
         self.clients: set[Watched] = set()
         self.greenlet: gevent.Greenlet | None = None
+        self.stall_ns = int(stall_s * 1e9)
+        self.stalled = 0
 
     def add(self, client: Watched) -> None:
         self.clients.add(client)
@@ -52,10 +56,17 @@ class Watchdog:
             self.greenlet.kill(block=False)
 
     def _run(self) -> None:
+        stall = self.stall_ns
         while self.clients:
             gevent.sleep(PERIOD)
-            now = perf_counter_ns()
+            now, stalled = perf_counter_ns(), 0
             for client in list(self.clients):
                 busy = client.busy
-                if busy and now - busy > client.reply_timeout_ns:
-                    client.expire()
+                if busy:
+                    waited = now - busy
+                    if waited > stall:
+                        stalled += 1
+                    if waited > client.reply_timeout_ns:
+                        client.expire()
+            self.stalled = stalled
+        self.stalled = 0
