@@ -114,6 +114,7 @@ def add_sweep_options(p: argparse.ArgumentParser, defaults: dict[str, object], *
     p.add_argument("--slo-ms", type=positive_number, default=10.0, help=f"message p99 target for {slo_for} (default %(default)s)")
     p.add_argument("--check", type=check_expr, action="append", default=[], metavar="EXPR", help="e.g. 'capacity.holds>=1000' (also capacity.fails, .confirmed, .trials)" if search else "e.g. 'message.p99<5ms', 'errors==0', 'throughput>=10000'; exit 1 if broken")
     p.add_argument("--quiet", action="store_true", help="one line per trial, its verdict" if search else "one line per cell, no progress bar")
+    p.add_argument("--no-report", action="store_true", help="write the result files only (swarmbench report RESULTS builds the report later)")
 
 
 def version() -> str:
@@ -248,8 +249,6 @@ def check_message(protocol: str, message: str) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from reports import build_report  # matplotlib loads only when a report is made
-
     cfg = sweep_config(args, argv)
     received: list[int] = []
     with stop_signals_as_ctrl_c(received):
@@ -265,7 +264,10 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"results: {cfg.out}")
         reported = True
         try:
-            print(f"report:  {build_report(cfg.out, slo_ms=args.slo_ms)}")
+            if not args.no_report:
+                from reports import build_report  # matplotlib loads only when a report is made
+
+                print(f"report:  {build_report(cfg.out, slo_ms=args.slo_ms)}")
         except (ResultError, OSError) as exc:
             print(f"swarmbench: the report was not written: {one_line(exc)}", file=sys.stderr)
             reported = False
@@ -302,12 +304,12 @@ def capacity_argv(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 def cmd_capacity(args: argparse.Namespace, argv: Sequence[str] = (), report: bool = True) -> int:
-    from reports import build_report
-
     ask = capacity_ask(args)  # the search's own checks first: nothing is made before they pass
     cfg = sweep_config(args, argv)
     code = run_capacity(cfg, ask, args.check, quiet=args.quiet)
-    if report:
+    if report and not args.no_report:
+        from reports import build_report  # matplotlib loads only when a report is made
+
         try:
             print(f"report:   {build_report(cfg.out, slo_ms=args.slo_ms)}")
         except (ResultError, OSError) as exc:

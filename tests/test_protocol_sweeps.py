@@ -20,7 +20,7 @@ from harness.results import load_run
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["--users", "1,3", "--duration", "1s", "--warmup", "0s", "--establish-timeout", "10s", "--quiet"]
+SHORT = ["--users", "1,3", "--duration", "1s", "--warmup", "0s", "--establish-timeout", "10s", "--quiet", "--no-report"]
 
 
 def sweep(*args: str) -> subprocess.CompletedProcess[str]:

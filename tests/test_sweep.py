@@ -181,9 +181,10 @@ def test_compare_flags_a_variant_slowed_on_purpose_and_checks_set_the_exit_code(
     slow = start("asyncio", backlog=128, entry=(str(Path(__file__).resolve().parent / "slow_server.py"),),
                  extra_args=["--delay-ms", "3"])  # fmt: skip
     common = ["--users", "2", *SHORT, "--quiet"]
-    assert swarmbench("sweep", *common, "--target", f"127.0.0.1:{fast.port}", "--out", str(before)).returncode == 0
-    slowed = swarmbench("sweep", *common, "--target", f"127.0.0.1:{slow.port}", "--out", str(after))
+    assert swarmbench("sweep", *common, "--no-report", "--target", f"127.0.0.1:{fast.port}", "--out", str(before)).returncode == 0
+    slowed = swarmbench("sweep", *common, "--no-report", "--target", f"127.0.0.1:{slow.port}", "--out", str(after))
     assert slowed.returncode == 0, slowed.stderr
+    assert not (before / "report.html").exists() and "report:" not in slowed.stdout  # --no-report: the files only
     result = swarmbench("compare", str(before), str(after), "--check", "ratio.message.p50<=1.5")
     assert result.returncode == 1
     broken = [line for line in result.stderr.splitlines() if line.startswith("check ")]
@@ -232,13 +233,13 @@ def test_results_are_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_a_broken_check_and_a_failed_cell_exit_1(tmp_path: Path) -> None:
-    ok = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "1s", "--warmup", "0s",
+    ok = swarmbench("sweep", "--quiet", "--no-report", "--variants", "asyncio", "--users", "1", "--duration", "1s", "--warmup", "0s",
                     "--out", str(tmp_path / "ok"), "--check", "throughput>=1e12")
     assert ok.returncode == 1, ok.stderr
     assert [line for line in ok.stderr.splitlines() if line.startswith("check ")], ok.stderr
     broken = tmp_path / "broken.py"
     broken.write_text('raise RuntimeError("this scenario is broken on purpose")\n')
-    failed = swarmbench("sweep", "--quiet", "--variants", "asyncio", "--users", "1", "--duration", "1s", "--warmup",
+    failed = swarmbench("sweep", "--quiet", "--no-report", "--variants", "asyncio", "--users", "1", "--duration", "1s", "--warmup",
                         "0s", "--scenario", str(broken), "--out", str(tmp_path / "failed"))
     assert failed.returncode == 1, failed.stderr
     assert "cell asyncio u=1 failed" in failed.stderr and "Traceback" not in failed.stderr
@@ -276,7 +277,7 @@ def test_a_write_error_ends_the_sweep_in_one_line_and_keeps_the_finished_cells(t
 
 
 def test_two_sweeps_with_local_workers_run_at_once_on_loopback_masters(tmp_path: Path) -> None:
-    args = ("--variants", "asyncio", "--users", "2", "--duration", "2s", "--warmup", "1s", "--workers", "1")
+    args = ("--variants", "asyncio", "--users", "2", "--duration", "2s", "--warmup", "1s", "--workers", "1", "--no-report")
     procs = [start_sweep(*args, "--out", str(tmp_path / name)) for name in ("a", "b")]
     try:
         results = [p.communicate(timeout=150) for p in procs]

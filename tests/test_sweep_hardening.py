@@ -168,7 +168,8 @@ def swarmbench(*args: str, cwd: Path | None = None, timeout: float = 120) -> sub
 @pytest.mark.slow
 def test_started_variants_are_probed_with_tls_before_their_cells(tmp_path: Path, certificate: tuple[Path, Path, Path]) -> None:
     ca, chain, key = certificate
-    served = [f"--server-arg=--tls-cert={chain}", f"--server-arg=--tls-key={key}", "--variants", "asyncio", *TINY, "--tls"]
+    served = [f"--server-arg=--tls-cert={chain}", f"--server-arg=--tls-key={key}", "--variants", "asyncio", *TINY, "--tls",
+              "--no-report"]
     unverified = swarmbench("sweep", *served, "--out", str(tmp_path / "no-ca"))  # the system's CAs do not know trustme's
     assert unverified.returncode == 1, unverified.stderr
     _, (cell,) = load_run(tmp_path / "no-ca")

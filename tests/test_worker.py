@@ -42,7 +42,9 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[str]]]:
 
 
 def sweep(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "sweep", *args], capture_output=True, text=True, timeout=timeout)
+    # no report: these tests read the result files (a report is about 3 s of a core each time)
+    return subprocess.run([sys.executable, "-m", "harness", "sweep", "--no-report", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
 
 
 def test_two_workers_join_every_cell_and_leave_when_the_sweep_ends(

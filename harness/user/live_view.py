@@ -32,13 +32,11 @@ import gevent
 import psutil
 from gevent.pywsgi import WSGIServer
 from locust.runners import MasterRunner
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_wsgi_app
 
 from harness.live import (
     LATENCY_COLUMNS, STATE_COLUMNS, Load, Process, Server, achieved_rate, latency_rows, p99, recent_histogram,
     request_figures, state_rows, window_end,
 )  # fmt: skip
-from harness.live_metrics import RunCollector, prepare
 from harness.machine import bound_reason
 from harness.server_sampler import Sampler
 from harness.target import split_host
@@ -85,13 +83,24 @@ class LiveView:
         self.idle_percent: float | None = None
         self.read_at = -SAMPLE_PERIOD  # monotonic time of the last reading
         self.read_before = self.server_read = False
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RunCollector(self.source, pause=lambda: gevent.sleep(0.0001)))
+        self.registry: Any = None  # prometheus_client's, made only where metrics are served
         self.metrics_server: WSGIServer | None = None
         self._check_and_bind(parsed)
-        prepare()
         if web_ui is not None:
             self._extend(web_ui)
+
+    def _metrics(self) -> Any:
+        """The metrics registry, made on first use: a headless run without --metrics-port (a sweep's
+        cell) imports nothing of prometheus_client and lays out no buckets."""
+        if self.registry is None:
+            from prometheus_client import CollectorRegistry
+
+            from harness.live_metrics import RunCollector, prepare
+
+            prepare()
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(RunCollector(self.source, pause=lambda: gevent.sleep(0.0001)))
+        return self.registry
 
     # -- options, checked at init: one line and exit 2 --------------------------------------------
     def _check_and_bind(self, parsed: Any) -> None:
@@ -112,7 +121,9 @@ class LiveView:
         host = str(getattr(parsed, "metrics_host", "127.0.0.1") or "127.0.0.1")
         if not 0 < port < 65536:
             usage_error(f"--metrics-port {port}: not a TCP port (1-65535)")
-        server = WSGIServer((host, port), make_wsgi_app(self.registry), log=None, error_log=None)
+        from prometheus_client import make_wsgi_app
+
+        server = WSGIServer((host, port), make_wsgi_app(self._metrics()), log=None, error_log=None)
         try:
             server.start()
         except OSError as exc:
@@ -203,8 +214,12 @@ class LiveView:
             response.set_data(json.dumps(data))
             return response
 
+        registry = self._metrics()
+
         def metrics() -> Any:
-            return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
         app.add_url_rule("/metrics", "swarmbench_metrics", web_ui.auth_required_if_enabled(metrics))
 
