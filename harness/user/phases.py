@@ -222,7 +222,7 @@ class LocalPhases(Phases):
             return
         stop_at = math.ceil(self.measure_from) + plan.window + STOP_MARGIN
         self.announce_stop(stop_at)
-        gevent.sleep(max(0.0, stop_at - time.time()))
+        sleep_until(stop_at)
         self.stop()
         self.await_finals()
         self.runner.quit()  # from a plain greenlet: the runner's group (and Locust's main wait) ends
@@ -316,6 +316,8 @@ class WorkerPhases(Phases):
             self.stopper = gevent.spawn_later(max(0.0, stop_at - time.time()), self._stop_users)
 
     def _stop_users(self) -> None:
+        if self.stop_at is not None:
+            sleep_until(self.stop_at)
         self.stop()
         self.runner.stop()  # test_stop follows; the plugin sends the final report
 
@@ -329,6 +331,13 @@ def run_token(environment: Any) -> str:
     """The run's token on a worker, from the master's spawn message (see ``MasterPlugin``); "" before one came."""
     parsed = getattr(environment, "parsed_options", None)
     return str(getattr(parsed, "swarmbench_token", "") or "")
+
+
+def sleep_until(when: float) -> None:
+    """Sleep until the wall clock reaches ``when``: libev times a timer from its loop's cached clock, so one
+    sleep (or ``spawn_later``) can end a little early (0.5 ms was seen)."""
+    while (left := when - time.time()) > 0:
+        gevent.sleep(left)
 
 
 def record_unanswered(clients: Iterable[Any], record: Callable[[int], Any], stalled_s: float) -> None:
