@@ -118,7 +118,7 @@ def test_a_search_finds_the_limit_of_a_server_known_in_advance(start: Callable[.
     server = start("asyncio", backlog=128, entry=(str(SLOW_SERVER),), extra_args=["--delay-ms", str(DELAY_MS)])
     out = tmp_path / "cap"
     argv = [sys.executable, "-m", "harness", "capacity", "--quiet", "--target", f"127.0.0.1:{server.port}",
-            "--pid", str(server.pid), "--users", "2", "--axis", "rate", "--start", "100", "--resolution", "0.25",
+            "--pid", str(server.pid), "--users", "2", "--axis", "rate", "--start", "200", "--resolution", "0.25",
             "--confirm", "0", "--budget", "100", "--duration", "2s", "--warmup", "0s", "--slo-ms", "100",
             "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
