@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -283,10 +282,12 @@ class WorkerPlugin(Plugin):
 
     def on_test_stop(self, **_kw: Any) -> None:
         super().on_test_stop()
-        # the last recordings go at once, not at the next periodic report (up to 3 s later)
+        # the last recordings go now, not at the next periodic report (up to 3 s later), and from here, not
+        # from a greenlet of their own: on the master's "stop" (the web UI's Stop) Locust's handler tells the
+        # master this worker stopped as soon as this returns, and the master discards a report sent after that
         send = getattr(self.environment.runner, "_send_stats", None)
         if self.run is not None and send is not None:
-            gevent.spawn(send)
+            send()
 
     def on_stop_at_message(self, environment: Any = None, msg: Any = None, **_kw: Any) -> None:
         if self.run is not None and msg is not None and isinstance(msg.data, dict):
