@@ -89,9 +89,10 @@ def gevent_client(host: str, port: int, conns: int, per_session: int, limit: flo
         quit_(s)
 
     def ticker() -> None:
+        ticks[round(time.time(), 4)] = sum(counts)  # where the count starts: a window's first second lies after it
         while not stop[0]:
             gevent.sleep(_to_next_second())
-            ticks[int(time.time())] = sum(counts)  # messages so far, at the start of each second
+            ticks[round(time.time(), 4)] = sum(counts)  # messages so far, and when (just after each second starts)
 
     tick = gevent.spawn(ticker)
     loops = [gevent.spawn(raw_loop if raw else loop, i) for i in range(conns)]
@@ -152,9 +153,10 @@ def asyncio_client(host: str, port: int, conns: int, per_session: int, limit: fl
                 raise RuntimeError("the server closed the connection")
 
     async def ticker() -> None:
+        ticks[round(time.time(), 4)] = sum(counts)
         while not stop[0]:
             await asyncio.sleep(_to_next_second())
-            ticks[int(time.time())] = sum(counts)
+            ticks[round(time.time(), 4)] = sum(counts)
 
     async def run() -> None:
         tick = asyncio.ensure_future(ticker())

@@ -100,6 +100,15 @@ def _sleep_until(wall: float) -> None:
         time.sleep(min(left, 0.5))
 
 
+def _count_at(ticks: list[tuple[float, int]], t: float) -> float | None:
+    """The count at instant ``t``, between the ticks around it (a starved client's tick can come late, even a
+    second late); None outside them."""
+    for (t0, n0), (t1, n1) in zip(ticks, ticks[1:]):
+        if t0 <= t <= t1:
+            return n1 if t1 == t0 else n0 + (n1 - n0) * (t - t0) / (t1 - t0)
+    return None
+
+
 def _message_count(row: Interval) -> int:
     from hdrh.histogram import HdrHistogram
 
@@ -163,10 +172,11 @@ def measure(kind: str, server: Any, conns: int, duration: int, per_session: int,
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} client exited {proc.returncode}: {_tail(out)}")
         result = json.loads(out.read_text().strip().splitlines()[-1])
-        ticks = {int(t): n for t, n in result["ticks"].items()}
-        if start not in ticks or start + duration not in ticks:
-            raise RuntimeError(f"{kind} client: no count at the window's ends")
-        messages, flavour = ticks[start + duration] - ticks[start], result["flavour"]
+        ticks = sorted((float(t), n) for t, n in result["ticks"].items())
+        first, last = _count_at(ticks, start), _count_at(ticks, start + duration)
+        if first is None or last is None:
+            raise RuntimeError(f"{kind} client: no count at the window's ends ({start}..{start + duration}; ticks {[round(t, 3) for t, _ in ticks][-6:]})")
+        messages, flavour = round(last - first), result["flavour"]
     if messages <= 0:
         raise RuntimeError(f"{kind}: no messages in the window")
     elapsed = m1[1] - m0[1]
