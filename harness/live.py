@@ -89,7 +89,7 @@ def window_end(now: float, *, master: bool, stopped_at: float | None) -> int:
 def request_figures(recorded: Recorded, end: int, window_s: int = WINDOW_S) -> list[Figures]:
     """For each request name that occurred: its last ``window_s`` seconds up to ``end``, and its whole run."""
     first = min(recorded.intervals, default=None)
-    recent = [t for t in range(end - window_s + 1, end + 1) if first is not None and t >= first]
+    recent = recent_seconds(recorded, end, window_s)
     span = max(recorded.intervals) - first + 1 if first is not None else 0
     out: list[Figures] = []
     for name in (n for n in REQUEST_NAMES if n in recorded.totals or n in recorded.failures):
@@ -104,11 +104,14 @@ def request_figures(recorded: Recorded, end: int, window_s: int = WINDOW_S) -> l
 def achieved_rate(recorded: Recorded, end: int, window_s: int = WINDOW_S) -> float | None:
     """Messages per second answered over the recent stretch (None before the first closed second)."""
     per_second = recorded.per_second.get("message", {})
+    seconds = recent_seconds(recorded, end, window_s)
+    return sum(per_second.get(t, 0) for t in seconds) / len(seconds) if seconds else None
+
+
+def recent_seconds(recorded: Recorded, end: int, window_s: int = WINDOW_S) -> list[int]:
+    """The recent stretch's whole seconds up to ``end``, none before the run's first recorded second."""
     first = min(recorded.intervals, default=None)
-    if first is None or end < first:
-        return None
-    seconds = [t for t in range(end - window_s + 1, end + 1) if t >= first]
-    return sum(per_second.get(t, 0) for t in seconds) / len(seconds)
+    return [] if first is None else [t for t in range(max(first, end - window_s + 1), end + 1)]
 
 
 @dataclass(frozen=True, slots=True)
